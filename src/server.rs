@@ -1,0 +1,379 @@
+//! The HTTP endpoint: one router, served on a Unix socket and on loopback TCP.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /v1/credentials` | the default role's credential |
+//! | `GET /v1/credentials/{name}` | that role's credential; 404 if unknown |
+//! | `GET /healthz` | 200 when every role holds a usable credential, else 503 |
+//!
+//! Credentials are answered in the ECS shape (see [`crate::credential`]);
+//! every error is `{"code": "...", "message": "..."}` as JSON, never a 200
+//! with empty fields: 401/403 for a missing or wrong token, 404 for an
+//! unknown path or role, 503 while no usable credential exists.
+//!
+//! Guards run before any credential is looked up. On both listeners:
+//! only GET and HEAD (405 with `Allow`), no proxy headers (`Forwarded`,
+//! `X-Forwarded-For`, `Via`: 400) and no `Origin` (a browser page: 403).
+//! On TCP: `Host` must be `127.0.0.1`, `[::1]` or `localhost`, with or
+//! without the listening port (403 otherwise, against DNS rebinding), and
+//! credential requests must carry the token in `Authorization`, compared
+//! in constant time: the listener's token for any role, or a role's own
+//! token for that role alone. On the Unix socket: the peer's uid or gid
+//! (from `SO_PEERCRED`) must be in the listener's allowlist when one is
+//! set, and in the role's when it has one. The peer's pid is logged, never
+//! trusted. `/healthz` needs no token: it holds no secrets.
+//!
+//! Every credential request leaves one line on the `assumed::audit` target.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::clock::StsClock;
+use crate::config::{ListenSettings, RoleName};
+use crate::credential::rfc3339;
+use crate::session::{FIRST_CREDENTIAL_WAIT, RoleSlot, Store};
+use crate::totp::TotpLedger;
+
+pub mod listener;
+
+/// Everything a request handler reads.
+pub struct ServerState {
+    pub store: Arc<Store>,
+    pub clock: Arc<StsClock>,
+    pub ledger: Arc<TotpLedger>,
+    /// The token that grants every role over TCP.
+    pub token: SecretString,
+    pub listen: ListenSettings,
+}
+
+/// Who is asking: set by the listener on every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Tcp {
+        local_port: u16,
+    },
+    Unix {
+        uid: u32,
+        gid: u32,
+        pid: Option<i32>,
+    },
+}
+
+/// The router both listeners serve.
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/v1/credentials", get(default_credentials))
+        .route("/v1/credentials/{name}", get(named_credentials))
+        .route("/healthz", get(health))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such path; credentials are at /v1/credentials/NAME",
+            )
+        })
+        .layer(axum::middleware::from_fn(guard))
+        .with_state(state)
+}
+
+/// A JSON error in the shape the ECS agent uses.
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// The request guards that apply to every path.
+async fn guard(request: Request, next: Next) -> Response {
+    if let Some(refusal) = refuse(&request) {
+        return refusal;
+    }
+    next.run(request).await
+}
+
+fn refuse(request: &Request) -> Option<Response> {
+    let Some(peer) = request.extensions().get::<Peer>() else {
+        return Some(error(StatusCode::FORBIDDEN, "Forbidden", "unknown peer"));
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "only GET and HEAD are served",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Some(response);
+    }
+    let headers = request.headers();
+    for name in ["forwarded", "x-forwarded-for", "via"] {
+        if headers.contains_key(name) {
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                "ProxiedRequest",
+                "requests relayed by a proxy are refused; ask from this host directly",
+            ));
+        }
+    }
+    if headers.contains_key(header::ORIGIN) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "BrowserRequest",
+            "requests from web pages are refused",
+        ));
+    }
+    match peer {
+        Peer::Tcp { local_port } if !host_is_loopback(headers, *local_port) => Some(error(
+            StatusCode::FORBIDDEN,
+            "BadHost",
+            "the Host header must be 127.0.0.1, [::1] or localhost",
+        )),
+        _ => None,
+    }
+}
+
+/// Whether `Host` names this host on the listening port (or no port).
+fn host_is_loopback(headers: &HeaderMap, port: u16) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let (name, host_port) = match host.rsplit_once(':') {
+        Some((name, port_text))
+            if !name.ends_with(':') && (name.starts_with('[') || !name.contains(':')) =>
+        {
+            (name, Some(port_text))
+        }
+        _ => (host, None),
+    };
+    let name_ok = matches!(
+        name.to_ascii_lowercase().as_str(),
+        "127.0.0.1" | "[::1]" | "localhost"
+    );
+    let port_ok = host_port.is_none_or(|text| text.parse::<u16>() == Ok(port));
+    name_ok && port_ok
+}
+
+async fn default_credentials(
+    State(state): State<Arc<ServerState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let default = state.store.table().default.clone();
+    let Some(name) = default else {
+        let table = state.store.table();
+        let names: Vec<&str> = table.roles.keys().map(RoleName::as_str).collect();
+        let message = format!(
+            "no default role; ask /v1/credentials/NAME for one of: {}",
+            names.join(", ")
+        );
+        return audited(
+            &peer,
+            "-",
+            error(StatusCode::NOT_FOUND, "NoDefaultRole", &message),
+        );
+    };
+    credentials(&state, &peer, &headers, name.as_str()).await
+}
+
+async fn named_credentials(
+    State(state): State<Arc<ServerState>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    credentials(&state, &peer, &headers, &name).await
+}
+
+async fn credentials(
+    state: &ServerState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    name: &str,
+) -> Response {
+    let response = credentials_response(state, peer, headers, name).await;
+    audited(peer, name, response)
+}
+
+async fn credentials_response(
+    state: &ServerState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    name: &str,
+) -> Response {
+    let slot = RoleName::parse(name).and_then(|name| state.store.table().roles.get(&name).cloned());
+    let Some(slot) = slot else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "UnknownRole",
+            &format!("no role named {:?} is served here", truncate(name)),
+        );
+    };
+    if let Some(refusal) = authorize(state, peer, headers, &slot) {
+        return refusal;
+    }
+    let clock = &state.clock;
+    match slot
+        .usable_or_wait(|| clock.host_now(), FIRST_CREDENTIAL_WAIT)
+        .await
+    {
+        Some(credential) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            credential.body(),
+        )
+            .into_response(),
+        None => {
+            let reason = slot
+                .status()
+                .last_error
+                .map(|failure| format!("{}; {}", failure.message, failure.class.hint()))
+                .unwrap_or_else(|| "the first session is still being fetched".to_owned());
+            let message = format!("role {name} has no usable credential: {reason}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CredentialsUnavailable",
+                &message,
+            )
+        }
+    }
+}
+
+/// Checks the token (TCP) or the peer's uid and gid (Unix) for a role.
+fn authorize(
+    state: &ServerState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    slot: &RoleSlot,
+) -> Option<Response> {
+    match peer {
+        Peer::Tcp { .. } => {
+            let Some(presented) = headers.get(header::AUTHORIZATION) else {
+                return Some(error(
+                    StatusCode::UNAUTHORIZED,
+                    "MissingToken",
+                    "send the token from listen.token_file in the Authorization header",
+                ));
+            };
+            let presented = presented.as_bytes();
+            let matches = |token: &SecretString| {
+                bool::from(token.expose_secret().as_bytes().ct_eq(presented))
+            };
+            let allowed = matches(&state.token) || slot.token.as_ref().is_some_and(matches);
+            (!allowed).then(|| {
+                error(
+                    StatusCode::FORBIDDEN,
+                    "InvalidToken",
+                    "the Authorization token is not valid for this role",
+                )
+            })
+        }
+        Peer::Unix { uid, gid, .. } => {
+            let listen = &state.listen;
+            let spec = &slot.spec;
+            let listener_ok = allowed(&listen.allowed_uids, &listen.allowed_gids, *uid, *gid);
+            let role_ok = allowed(&spec.allowed_uids, &spec.allowed_gids, *uid, *gid);
+            (!(listener_ok && role_ok)).then(|| {
+                let message = format!("uid {uid} gid {gid} may not read role {}; add it to allowed_uids or allowed_gids", spec.name);
+                error(StatusCode::FORBIDDEN, "PeerNotAllowed", &message)
+            })
+        }
+    }
+}
+
+/// An empty allowlist admits everyone who can reach the socket.
+fn allowed(uids: &[u32], gids: &[u32], uid: u32, gid: u32) -> bool {
+    (uids.is_empty() && gids.is_empty()) || uids.contains(&uid) || gids.contains(&gid)
+}
+
+fn audited(peer: &Peer, role: &str, response: Response) -> Response {
+    let status = response.status().as_u16();
+    let role = truncate(role);
+    match peer {
+        Peer::Unix { uid, gid, pid } => {
+            tracing::info!(target: "assumed::audit", role, listener = "unix", status, uid, gid, pid = pid.unwrap_or(0), "credential request");
+        }
+        Peer::Tcp { .. } => {
+            tracing::info!(target: "assumed::audit", role, listener = "tcp", status, "credential request");
+        }
+    }
+    response
+}
+
+/// Caps what a client sent before it is echoed in a message or a log.
+fn truncate(text: &str) -> &str {
+    let end = text
+        .char_indices()
+        .nth(64)
+        .map_or(text.len(), |(index, _)| index);
+    &text[..end]
+}
+
+async fn health(State(state): State<Arc<ServerState>>) -> Response {
+    let now = state.clock.host_now();
+    let table = state.store.table();
+    let mut roles = BTreeMap::new();
+    let mut all_usable = true;
+    for (name, slot) in &table.roles {
+        let usable = slot.usable(now).is_some();
+        all_usable &= usable;
+        roles.insert(name.as_str().to_owned(), role_health(slot, usable, now));
+    }
+    let ledger = state.ledger.stats();
+    let body = json!({
+        "status": if all_usable { "ok" } else { "degraded" },
+        "time": rfc3339(now),
+        "clock_offset_seconds": state.clock.offset_ms().map(|ms| ms as f64 / 1000.0),
+        "mfa": {
+            "serial_number": state.ledger.serial_number(),
+            "codes_used": ledger.codes_issued,
+            "codes_used_this_window": ledger.issued_this_window,
+        },
+        "roles": roles,
+    });
+    let status = if all_usable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn role_health(slot: &RoleSlot, usable: bool, now: SystemTime) -> serde_json::Value {
+    let status = slot.status();
+    let held = slot.held();
+    json!({
+        "usable": usable,
+        "arn": slot.spec.arn,
+        "expires": held.as_ref().map(|c| rfc3339(c.expiration)),
+        "expires_in_seconds": held.as_ref().map(|c| c.remaining(now).as_secs()),
+        "last_refresh": status.last_refresh.map(rfc3339),
+        "next_refresh": status.next_attempt.map(rfc3339),
+        "refreshes": status.refreshes,
+        "last_error": status.last_error.map(|failure| json!({
+            "class": failure.class.name(),
+            "message": failure.message,
+            "hint": failure.class.hint(),
+            "at": rfc3339(failure.at),
+        })),
+    })
+}
