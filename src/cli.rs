@@ -34,6 +34,16 @@ pub enum Command {
     /// Load and check everything `serve` would (configuration, seed,
     /// credentials file) without touching the network.
     CheckConfig,
+    /// Run the daemon against a built-in local STS stand-in, with a
+    /// generated seed and two-minute sessions; no AWS account needed.
+    Demo {
+        /// The loopback TCP port to serve on (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Stop after this long (e.g. "5m"); default: until Ctrl-C.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        run_for: Option<std::time::Duration>,
+    },
     /// Print the environment a client needs to use the TCP endpoint.
     Env {
         /// The role to point at (default: the default role).
@@ -73,6 +83,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve => serve(&cli.config).await,
         Command::CheckConfig => check_config(&cli.config),
+        Command::Demo { port, run_for } => demo(port, run_for).await,
         Command::Env { role } => env(&cli.config, role.as_deref()),
         Command::CredentialProcess { socket, role } => {
             match client::credential_process(&socket, role.as_deref()).await {
@@ -122,6 +133,18 @@ async fn serve(config_path: &std::path::Path) -> ExitCode {
             daemon.wait().await;
             ExitCode::SUCCESS
         }
+        Err(error) => fail(&error),
+    }
+}
+
+async fn demo(port: u16, run_for: Option<std::time::Duration>) -> ExitCode {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let stop = CancellationToken::new();
+    if let Err(error) = daemon::stop_on_signals(stop.clone()) {
+        return fail(&error);
+    }
+    match crate::demo::run(crate::demo::DemoOptions { port, run_for }, stop).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
     }
 }

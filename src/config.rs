@@ -992,6 +992,11 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        load(include_str!("../config/assumed.toml"), &[]).unwrap();
+    }
+
+    #[test]
     fn environment_variables_override_keys_of_the_file() {
         let config = load(
             GOOD,

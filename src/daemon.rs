@@ -167,6 +167,7 @@ impl Daemon {
             ledger,
             clock,
             ahead: config.refresh.ahead,
+            sharing: slots.len(),
         });
         let tasks = TaskTracker::new();
         for slot in &slots {

@@ -14,6 +14,9 @@
 //! - [`session`]: per-role state and the refresher that keeps it fresh.
 //! - [`server`]: the router, its guards, and the Unix and TCP listeners.
 //! - [`daemon`]: wires the above together and runs it.
+//! - [`standin`]: a local STS that speaks the real protocol, for `demo`
+//!   and the tests.
+//! - [`demo`]: the daemon against the stand-in, with no AWS account.
 //! - [`client`]: the `credential-process` and `status` commands, which
 //!   talk to a running daemon over its socket.
 //! - [`cli`]: the command line.
@@ -24,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod daemon;
+pub mod demo;
 pub mod secret;
 pub mod server;
 pub mod session;

@@ -40,9 +40,10 @@ use crate::totp::TotpLedger;
 
 /// Never serve a credential this close to expiry: clients need time to use it.
 pub const SERVE_MARGIN: Duration = Duration::from_secs(60);
-/// The least lead a refresh may have: the serve margin, a full TOTP step of
-/// waiting for a code, and time for the call itself.
-const MIN_LEAD: Duration = Duration::from_secs(100);
+/// The least lead a refresh may have is the serve margin, a TOTP step of
+/// waiting for a code for every role sharing the device, and this much
+/// more for the call itself.
+const CALL_ALLOWANCE: Duration = Duration::from_secs(10);
 /// How long a request on a cold daemon waits for the role's first credential.
 pub const FIRST_CREDENTIAL_WAIT: Duration = Duration::from_secs(10);
 /// Backoff for throttling and outages: doubling from the base, capped.
@@ -216,6 +217,8 @@ pub struct Refresher {
     pub ledger: Arc<TotpLedger>,
     pub clock: Arc<StsClock>,
     pub ahead: Duration,
+    /// How many roles queue for codes from the same ledger.
+    pub sharing: usize,
 }
 
 impl Refresher {
@@ -237,8 +240,8 @@ impl Refresher {
                 Ok(credential) => {
                     failures = 0;
                     let lifetime = credential.remaining(now);
-                    next_attempt =
-                        now + lifetime.saturating_sub(refresh_lead(lifetime, self.ahead));
+                    next_attempt = now
+                        + lifetime.saturating_sub(refresh_lead(lifetime, self.ahead, self.sharing));
                     tracing::info!(
                         role = %slot.spec.name,
                         expires = %crate::credential::rfc3339(credential.expiration),
@@ -298,10 +301,13 @@ impl Refresher {
     }
 }
 
-/// How long before expiry to refresh a session that lasts `lifetime`.
-pub fn refresh_lead(lifetime: Duration, ahead: Duration) -> Duration {
+/// How long before expiry to refresh a session that lasts `lifetime`,
+/// when `sharing` roles take codes from the same device.
+pub fn refresh_lead(lifetime: Duration, ahead: Duration, sharing: usize) -> Duration {
     let wanted = ahead.min(lifetime / 2);
-    wanted.max(MIN_LEAD.min(lifetime * 3 / 4))
+    let step = Duration::from_secs(crate::totp::STEP_SECONDS);
+    let floor = SERVE_MARGIN + step * sharing.max(1) as u32 + CALL_ALLOWANCE;
+    wanted.max(floor.min(lifetime * 3 / 4))
 }
 
 /// How long to wait before retrying after the `failures`-th failure in a row.
@@ -357,31 +363,21 @@ mod tests {
     #[test]
     fn an_hour_long_session_is_refreshed_with_thirty_minutes_left() {
         let ahead = Duration::from_secs(1800);
-        assert_eq!(
-            refresh_lead(Duration::from_secs(3600), ahead),
-            Duration::from_secs(1800)
-        );
-        assert_eq!(
-            refresh_lead(Duration::from_secs(12 * 3600), ahead),
-            Duration::from_secs(1800)
-        );
+        let lead = |secs, sharing| refresh_lead(Duration::from_secs(secs), ahead, sharing);
+        assert_eq!(lead(3600, 1), Duration::from_secs(1800));
+        assert_eq!(lead(12 * 3600, 3), Duration::from_secs(1800));
     }
 
     #[test]
     fn short_sessions_are_refreshed_at_half_life_but_never_inside_the_serve_margin() {
         let ahead = Duration::from_secs(1800);
-        assert_eq!(
-            refresh_lead(Duration::from_secs(900), ahead),
-            Duration::from_secs(450)
-        );
-        // A two-minute session: half would leave 60 s, the serve margin; keep a code's wait on top.
-        assert_eq!(
-            refresh_lead(Duration::from_secs(120), ahead),
-            Duration::from_secs(90)
-        );
-        assert!(
-            refresh_lead(Duration::from_secs(200), ahead) > SERVE_MARGIN + Duration::from_secs(30)
-        );
+        let lead = |secs, sharing| refresh_lead(Duration::from_secs(secs), ahead, sharing);
+        assert_eq!(lead(900, 1), Duration::from_secs(450));
+        // Two minutes: half would leave 60 s, the serve margin; keep a code's wait on top.
+        assert_eq!(lead(120, 1), Duration::from_secs(90));
+        assert_eq!(lead(300, 1), Duration::from_secs(150));
+        // Three roles may each wait behind the other two for a step.
+        assert_eq!(lead(240, 3), Duration::from_secs(160));
     }
 
     #[test]
