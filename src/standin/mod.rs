@@ -40,6 +40,8 @@ mod faults;
 mod mfa;
 mod protocol;
 mod sts;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
