@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod demo;
 pub mod secret;
 pub mod server;
+pub mod standin;
 pub mod session;
 pub mod sts;
 pub mod totp;
