@@ -43,7 +43,7 @@ async fn each_configuration_error_exits_non_zero_naming_its_key() {
         ("session_name = \"test-host\"", "session_name = \"test-host\"\nduration = \"13h\"", "role[0].duration"),
         ("tcp = \"127.0.0.1:0\"", "tcp = \"0.0.0.0:9911\"", "listen.tcp"),
         ("[[role]]", "[[role]]\nname = \"duper\"\narn = \"arn:aws:iam::123456789012:role/X\"\n[[role]]", "role[1].name"),
-        ("region = \"us-east-1\"", "region = \"us-east-1\"\nsts_endpoint = \"http://sts.example.com\"", "aws.sts_endpoint"),
+        ("sts_endpoint = \"http://127.0.0.1", "sts_endpoint = \"http://sts.example.com", "aws.sts_endpoint"),
     ];
     for (from, to, key) in cases {
         let path = setup.dir.path().join("case.toml");
