@@ -69,6 +69,15 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> ExitCode {
     init_logging();
+    // Sockets from systemd are taken while the process has one thread,
+    // so the LISTEN_* variables can be removed safely.
+    let inherited = match cli.command {
+        Command::Serve => match crate::systemd::listen_fds() {
+            Ok(fds) => fds,
+            Err(error) => return fail(&error),
+        },
+        _ => crate::systemd::ListenFds::default(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,12 +85,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
     };
-    runtime.block_on(dispatch(cli))
+    runtime.block_on(dispatch(cli, inherited))
 }
 
-async fn dispatch(cli: Cli) -> ExitCode {
+async fn dispatch(cli: Cli, inherited: crate::systemd::ListenFds) -> ExitCode {
     match cli.command {
-        Command::Serve => serve(&cli.config).await,
+        Command::Serve => serve(&cli.config, inherited).await,
         Command::CheckConfig => check_config(&cli.config),
         Command::Demo { port, run_for } => demo(port, run_for).await,
         Command::Env { role } => env(&cli.config, role.as_deref()),
@@ -109,7 +118,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(config_path: &std::path::Path) -> ExitCode {
+async fn serve(config_path: &std::path::Path, inherited: crate::systemd::ListenFds) -> ExitCode {
     // Files and sockets are created private and opened up explicitly.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     if let Err(error) = crate::secret::harden_process() {
@@ -128,7 +137,7 @@ async fn serve(config_path: &std::path::Path) -> ExitCode {
     if let Err(error) = daemon::stop_on_signals(stop.clone()) {
         return fail(&error);
     }
-    match Daemon::start(loaded, stop).await {
+    match Daemon::start(loaded, inherited, stop).await {
         Ok(daemon) => {
             daemon.wait().await;
             ExitCode::SUCCESS

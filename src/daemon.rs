@@ -24,11 +24,14 @@ use crate::server::listener::{self, Limits, ListenError};
 use crate::server::{self, ServerState};
 use crate::session::{Refresher, RoleSlot, RoleTable, Store};
 use crate::sts::Sts;
+use crate::systemd::{ListenFds, Notifier};
 use crate::totp::TotpLedger;
 
 /// How long start-up waits for the first attempts before calling itself
 /// ready (with 503s for roles still waiting for a code).
 const FIRST_ATTEMPTS_WAIT: Duration = Duration::from_secs(5);
+/// How often systemd's status line is refreshed when no watchdog asks for more.
+const STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Everything `serve` needs, loaded and checked.
 pub struct Loaded {
@@ -64,9 +67,12 @@ pub fn preflight(config_path: &Path) -> Result<Loaded, Vec<String>> {
 pub struct Daemon {
     /// The TCP listener's address (its real port when configured as 0).
     pub tcp_addr: Option<SocketAddr>,
+    /// The socket file this process bound (and removes on exit); `None`
+    /// when there is none or systemd owns it.
     pub unix_socket: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub store: Arc<Store>,
+    notifier: Option<Arc<Notifier>>,
     stop: CancellationToken,
     tasks: TaskTracker,
     servers: TaskTracker,
@@ -76,7 +82,14 @@ impl Daemon {
     /// Binds the listeners, starts the refreshers and servers, and returns
     /// once every role's first attempt has finished or
     /// [`FIRST_ATTEMPTS_WAIT`] has passed.
-    pub async fn start(loaded: Loaded, stop: CancellationToken) -> Result<Daemon, DaemonError> {
+    ///
+    /// Sockets passed by systemd (`inherited`) are used as they are;
+    /// configured listeners without one are bound here.
+    pub async fn start(
+        loaded: Loaded,
+        inherited: ListenFds,
+        stop: CancellationToken,
+    ) -> Result<Daemon, DaemonError> {
         let Loaded { config, seed, key } = loaded;
         if let Err(error) = secret::lock_in_memory(seed.expose_secret()) {
             tracing::warn!(%error, "could not lock the seed in memory; it may be swapped out (raise LimitMEMLOCK to allow it)");
@@ -93,13 +106,18 @@ impl Daemon {
         drop(key);
 
         let listen = &config.listen;
-        let unix = match &listen.unix_socket {
-            Some(path) => Some(listener::bind_unix(path, listen.socket_group)?),
-            None => None,
+        let (unix, bound_socket) = match (inherited.unix, &listen.unix_socket) {
+            (Some(socket), _) => (Some(from_std_unix(socket)?), None),
+            (None, Some(path)) => (
+                Some(listener::bind_unix(path, listen.socket_group)?),
+                Some(path.clone()),
+            ),
+            (None, None) => (None, None),
         };
-        let tcp = match listen.tcp {
-            Some(addr) => Some(listener::bind_tcp(addr).await?),
-            None => None,
+        let tcp = match (inherited.tcp, listen.tcp) {
+            (Some(socket), _) => Some(from_std_tcp(socket)?),
+            (None, Some(addr)) => Some(listener::bind_tcp(addr).await?),
+            (None, None) => None,
         };
         let tcp_addr = tcp.as_ref().and_then(|listener| listener.local_addr().ok());
         let token = listener::load_or_create_token(
@@ -175,11 +193,18 @@ impl Daemon {
         }
         wait_for_first_attempts(&slots).await;
 
+        let notifier = Notifier::from_env().map(Arc::new);
+        if let Some(notifier) = &notifier {
+            notify(notifier.ready());
+            tasks.spawn(supervise(notifier.clone(), store.clone(), stop.clone()));
+        }
+
         Ok(Daemon {
             tcp_addr,
-            unix_socket: listen.unix_socket.clone(),
+            unix_socket: bound_socket,
             token_file: config.listen.tcp.map(|_| listen.token_file.clone()),
             store,
+            notifier,
             stop,
             tasks,
             servers,
@@ -190,6 +215,9 @@ impl Daemon {
     pub async fn wait(self) {
         self.stop.cancelled().await;
         tracing::info!("stopping: no new connections; draining open ones");
+        if let Some(notifier) = &self.notifier {
+            notify(notifier.stopping());
+        }
         self.tasks.close();
         self.servers.close();
         self.servers.wait().await;
@@ -198,6 +226,78 @@ impl Daemon {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("stopped");
+    }
+}
+
+fn from_std_unix(
+    socket: std::os::unix::net::UnixListener,
+) -> Result<tokio::net::UnixListener, ListenError> {
+    let io = |source| ListenError::Inherited {
+        kind: "unix",
+        source,
+    };
+    socket.set_nonblocking(true).map_err(io)?;
+    tokio::net::UnixListener::from_std(socket).map_err(io)
+}
+
+fn from_std_tcp(socket: std::net::TcpListener) -> Result<tokio::net::TcpListener, ListenError> {
+    let io = |source| ListenError::Inherited {
+        kind: "tcp",
+        source,
+    };
+    socket.set_nonblocking(true).map_err(io)?;
+    tokio::net::TcpListener::from_std(socket).map_err(io)
+}
+
+/// Pets systemd's watchdog from the event loop (never tied to STS
+/// success, so an STS outage does not restart the daemon) and keeps the
+/// status line current.
+async fn supervise(notifier: Arc<Notifier>, store: Arc<Store>, stop: CancellationToken) {
+    let watchdog = crate::systemd::watchdog_interval();
+    let period = watchdog.map_or(STATUS_INTERVAL, |interval| {
+        (interval / 2).min(STATUS_INTERVAL)
+    });
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if watchdog.is_some() {
+            notify(notifier.watchdog());
+        }
+        notify(notifier.status(&status_line(&store)));
+    }
+}
+
+/// "3 roles, 3 usable, next refresh in 21 min".
+pub fn status_line(store: &Store) -> String {
+    let now = std::time::SystemTime::now();
+    let table = store.table();
+    let usable = table
+        .roles
+        .values()
+        .filter(|slot| slot.usable(now).is_some())
+        .count();
+    let next = table
+        .roles
+        .values()
+        .filter_map(|slot| slot.status().next_attempt)
+        .min()
+        .map(|at| at.duration_since(now).unwrap_or_default());
+    let next = match next {
+        Some(wait) if wait.as_secs() >= 120 => {
+            format!(", next refresh in {} min", wait.as_secs() / 60)
+        }
+        Some(wait) => format!(", next refresh in {} s", wait.as_secs()),
+        None => String::new(),
+    };
+    format!("{} roles, {usable} usable{next}", table.roles.len())
+}
+
+fn notify(result: Result<(), crate::systemd::SystemdError>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not notify systemd");
     }
 }
 

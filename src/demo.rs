@@ -51,7 +51,10 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
         StandInConfig {
             access_key_id: access_key_id.clone(),
             account_id: DEMO_ACCOUNT.into(),
-            devices: vec![MfaDevice { serial_number: DEMO_SERIAL.into(), seed: seed.clone() }],
+            devices: vec![MfaDevice {
+                serial_number: DEMO_SERIAL.into(),
+                seed: seed.clone(),
+            }],
             session_lifetime: Some(DEMO_SESSION),
         },
     )
@@ -62,7 +65,9 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
     write_private(&path("totp-seed"), &data_encoding::BASE32.encode(&seed))?;
     write_private(
         &path("aws-credentials"),
-        &format!("[default]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"),
+        &format!(
+            "[default]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"
+        ),
     )?;
     let mut config = String::new();
     let _ = write!(
@@ -81,14 +86,33 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
     write_private(&path("assumed.toml"), &config)?;
 
     let loaded = daemon::preflight(&path("assumed.toml")).map_err(DemoError::Preflight)?;
-    let daemon = Daemon::start(loaded, stop.clone()).await?;
-    let tcp = daemon.tcp_addr.map(|addr| addr.to_string()).unwrap_or_default();
-    println!("# assumed demo: STS stand-in at {}, sessions last {} s", standin.endpoint(), DEMO_SESSION.as_secs());
+    let daemon = Daemon::start(loaded, Default::default(), stop.clone()).await?;
+    let tcp = daemon
+        .tcp_addr
+        .map(|addr| addr.to_string())
+        .unwrap_or_default();
+    println!(
+        "# assumed demo: STS stand-in at {}, sessions last {} s",
+        standin.endpoint(),
+        DEMO_SESSION.as_secs()
+    );
     println!("export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{tcp}/v1/credentials");
-    println!("export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", path("token").display());
-    println!("# try: curl -s -H \"Authorization: $(cat {})\" http://{tcp}/v1/credentials", path("token").display());
-    println!("# or:  curl -s --unix-socket {} http://localhost/healthz", path("credentials.sock").display());
-    println!("# Ctrl-C stops the demo and removes {}", dir.path().display());
+    println!(
+        "export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
+        path("token").display()
+    );
+    println!(
+        "# try: curl -s -H \"Authorization: $(cat {})\" http://{tcp}/v1/credentials",
+        path("token").display()
+    );
+    println!(
+        "# or:  curl -s --unix-socket {} http://localhost/healthz",
+        path("credentials.sock").display()
+    );
+    println!(
+        "# Ctrl-C stops the demo and removes {}",
+        dir.path().display()
+    );
 
     if let Some(run_for) = options.run_for {
         let stop = stop.clone();
@@ -104,12 +128,18 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
 
 fn random_upper(rng: &mut impl Rng, length: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    (0..length).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..length)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents.as_bytes())
 }

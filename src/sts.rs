@@ -277,7 +277,10 @@ impl Sts {
         let expiration = SystemTime::try_from(credentials.expiration)
             .map_err(|_| malformed(operation, "Expiration is not a time"))?;
         if expiration <= self.clock.now() {
-            return Err(malformed(operation, "the answer's Expiration is already past"));
+            return Err(malformed(
+                operation,
+                "the answer's Expiration is already past",
+            ));
         }
         if credentials.access_key_id.is_empty()
             || credentials.secret_access_key.is_empty()

@@ -27,7 +27,11 @@ async fn check_config_accepts_a_good_setup_without_touching_the_network() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
     let stats = setup.standin.stats();
-    assert_eq!(stats.assume_role_calls + stats.get_caller_identity_calls, 0, "no STS call");
+    assert_eq!(
+        stats.assume_role_calls + stats.get_caller_identity_calls,
+        0,
+        "no STS call"
+    );
 }
 
 #[tokio::test]
@@ -36,14 +40,42 @@ async fn each_configuration_error_exits_non_zero_naming_its_key() {
     let good = std::fs::read_to_string(&setup.config_path).unwrap();
     let cases = [
         ("region = \"us-east-1\"", "", "aws.region"),
-        ("serial_number = \"arn:aws:iam::123456789012:mfa/svc\"", "serial_number = \"GAHT12345678\"", "mfa.serial_number"),
+        (
+            "serial_number = \"arn:aws:iam::123456789012:mfa/svc\"",
+            "serial_number = \"GAHT12345678\"",
+            "mfa.serial_number",
+        ),
         ("name = \"duper\"", "name = \"du/per\"", "role[0].name"),
-        ("arn = \"arn:aws:iam::123456789012:role/duperRole\"", "arn = \"arn:aws:iam::123456789012:user/x\"", "role[0].arn"),
-        ("session_name = \"test-host\"", "session_name = \"test-host\"\nduration = \"10m\"", "role[0].duration"),
-        ("session_name = \"test-host\"", "session_name = \"test-host\"\nduration = \"13h\"", "role[0].duration"),
-        ("tcp = \"127.0.0.1:0\"", "tcp = \"0.0.0.0:9911\"", "listen.tcp"),
-        ("[[role]]", "[[role]]\nname = \"duper\"\narn = \"arn:aws:iam::123456789012:role/X\"\n[[role]]", "role[1].name"),
-        ("sts_endpoint = \"http://127.0.0.1", "sts_endpoint = \"http://sts.example.com", "aws.sts_endpoint"),
+        (
+            "arn = \"arn:aws:iam::123456789012:role/duperRole\"",
+            "arn = \"arn:aws:iam::123456789012:user/x\"",
+            "role[0].arn",
+        ),
+        (
+            "session_name = \"test-host\"",
+            "session_name = \"test-host\"\nduration = \"10m\"",
+            "role[0].duration",
+        ),
+        (
+            "session_name = \"test-host\"",
+            "session_name = \"test-host\"\nduration = \"13h\"",
+            "role[0].duration",
+        ),
+        (
+            "tcp = \"127.0.0.1:0\"",
+            "tcp = \"0.0.0.0:9911\"",
+            "listen.tcp",
+        ),
+        (
+            "[[role]]",
+            "[[role]]\nname = \"duper\"\narn = \"arn:aws:iam::123456789012:role/X\"\n[[role]]",
+            "role[1].name",
+        ),
+        (
+            "sts_endpoint = \"http://127.0.0.1",
+            "sts_endpoint = \"http://sts.example.com",
+            "aws.sts_endpoint",
+        ),
     ];
     for (from, to, key) in cases {
         let path = setup.dir.path().join("case.toml");
@@ -53,7 +85,9 @@ async fn each_configuration_error_exits_non_zero_naming_its_key() {
         assert!(stderr.contains(key), "no mention of {key} in:\n{stderr}");
     }
 
-    let no_listener = good.replace("unix_socket", "# unix_socket").replace("tcp = ", "# tcp = ");
+    let no_listener = good
+        .replace("unix_socket", "# unix_socket")
+        .replace("tcp = ", "# tcp = ");
     let path = setup.dir.path().join("case.toml");
     std::fs::write(&path, no_listener).unwrap();
     let (ok, _, stderr) = check_config(&path);
@@ -68,9 +102,18 @@ async fn missing_and_unsafe_secret_files_are_all_reported_with_the_fix() {
     std::fs::remove_file(setup.dir.path().join("aws-credentials")).unwrap();
     let (ok, _, stderr) = check_config(&setup.config_path);
     assert!(!ok);
-    assert!(stderr.contains("mfa.seed_file") && stderr.contains("chmod 600"), "{stderr}");
-    assert!(stderr.contains("aws.credentials_file") && stderr.contains("create it"), "{stderr}");
-    assert!(!stderr.contains(&marker_seed_base32()), "the seed is never echoed");
+    assert!(
+        stderr.contains("mfa.seed_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("aws.credentials_file") && stderr.contains("create it"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&marker_seed_base32()),
+        "the seed is never echoed"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +121,11 @@ async fn serve_refuses_a_bad_configuration_before_listening() {
     let setup = Setup::new(&[role("duper")], None).await;
     let seed = setup.dir.path().join("totp-seed");
     std::fs::write(&seed, "not base32 at all: MARKER!").unwrap();
-    let output = Command::new(binary()).args(["serve", "--config"]).arg(&setup.config_path).output().unwrap();
+    let output = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&setup.config_path)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not base32"), "{stderr}");

@@ -22,20 +22,45 @@ async fn the_same_credential_is_served_over_tcp_with_the_token_and_over_the_unix
 
     let (status, tcp_body) = get_with_token(daemon.tcp, "/v1/credentials", &setup.token()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&tcp_body));
-    let (status, unix_body) = assumed::client::get(&setup.socket, "/v1/credentials/duper").await.unwrap();
+    let (status, unix_body) = assumed::client::get(&setup.socket, "/v1/credentials/duper")
+        .await
+        .unwrap();
     assert_eq!(status, 200);
-    assert_eq!(tcp_body, unix_body, "both listeners serve the same credential");
+    assert_eq!(
+        tcp_body, unix_body,
+        "both listeners serve the same credential"
+    );
 
     let body = json(&tcp_body);
-    let keys: BTreeSet<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, BTreeSet::from(["AccessKeyId", "SecretAccessKey", "Token", "Expiration", "AccountId"]));
+    let keys: BTreeSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "AccessKeyId",
+            "SecretAccessKey",
+            "Token",
+            "Expiration",
+            "AccountId"
+        ])
+    );
     assert!(body["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
     assert_eq!(body["AccountId"], ACCOUNT);
     assert!(body["Expiration"].as_str().unwrap().ends_with('Z'));
-    assert!(expiration(&body) > SystemTime::now() + Duration::from_secs(3000), "an hour-long session by default");
+    assert!(
+        expiration(&body) > SystemTime::now() + Duration::from_secs(3000),
+        "an hour-long session by default"
+    );
 
     let record = setup.standin.last_assume_role().unwrap();
-    assert_eq!(record.role_arn, format!("arn:aws:iam::{ACCOUNT}:role/duperRole"));
+    assert_eq!(
+        record.role_arn,
+        format!("arn:aws:iam::{ACCOUNT}:role/duperRole")
+    );
     assert_eq!(record.role_session_name, "test-host");
     assert_eq!(setup.standin.stats().codes_accepted, 1);
 }
@@ -47,18 +72,40 @@ async fn requests_without_the_right_token_or_for_unknown_roles_are_refused_with_
     let host = daemon.tcp.to_string();
 
     let (status, body) = get_tcp(daemon.tcp, "/v1/credentials", &[("host", &host)]).await;
-    assert_eq!((status, json(&body)["code"].as_str()), (401, Some("MissingToken")));
+    assert_eq!(
+        (status, json(&body)["code"].as_str()),
+        (401, Some("MissingToken"))
+    );
     let wrong = "x".repeat(43);
-    let (status, body) = get_tcp(daemon.tcp, "/v1/credentials", &[("host", &host), ("authorization", &wrong)]).await;
-    assert_eq!((status, json(&body)["code"].as_str()), (403, Some("InvalidToken")));
+    let (status, body) = get_tcp(
+        daemon.tcp,
+        "/v1/credentials",
+        &[("host", &host), ("authorization", &wrong)],
+    )
+    .await;
+    assert_eq!(
+        (status, json(&body)["code"].as_str()),
+        (403, Some("InvalidToken"))
+    );
     let with_newline = format!("{}\n", setup.token());
-    let (status, _) = get_tcp(daemon.tcp, "/v1/credentials", &[("host", &host), ("authorization", with_newline.trim_end())]).await;
+    let (status, _) = get_tcp(
+        daemon.tcp,
+        "/v1/credentials",
+        &[("host", &host), ("authorization", with_newline.trim_end())],
+    )
+    .await;
     assert_eq!(status, 200, "the exact token is accepted");
 
     let (status, body) = get_with_token(daemon.tcp, "/v1/credentials/nope", &setup.token()).await;
-    assert_eq!((status, json(&body)["code"].as_str()), (404, Some("UnknownRole")));
+    assert_eq!(
+        (status, json(&body)["code"].as_str()),
+        (404, Some("UnknownRole"))
+    );
     let (status, body) = get_with_token(daemon.tcp, "/latest/meta-data/", &setup.token()).await;
-    assert_eq!((status, json(&body)["code"].as_str()), (404, Some("NotFound")));
+    assert_eq!(
+        (status, json(&body)["code"].as_str()),
+        (404, Some("NotFound"))
+    );
 
     let (status, body) = get_tcp(daemon.tcp, "/healthz", &[("host", &host)]).await;
     assert_eq!(status, 200, "health needs no token");
@@ -66,13 +113,20 @@ async fn requests_without_the_right_token_or_for_unknown_roles_are_refused_with_
     assert_eq!(health["roles"]["duper"]["usable"], true);
     let text = String::from_utf8_lossy(&body);
     let (_, credential) = get_with_token(daemon.tcp, "/v1/credentials", &setup.token()).await;
-    let secret = json(&credential)["SecretAccessKey"].as_str().unwrap().to_owned();
+    let secret = json(&credential)["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(!text.contains(&secret), "health output holds no secret");
 }
 
 #[tokio::test]
 async fn two_roles_refresh_for_several_cycles_while_a_client_polls_without_a_single_failure() {
-    let setup = Setup::new(&[role("alpha"), role("beta")], Some(Duration::from_secs(180))).await;
+    let setup = Setup::new(
+        &[role("alpha"), role("beta")],
+        Some(Duration::from_secs(180)),
+    )
+    .await;
     let daemon = Daemon::start(&setup.config_path);
     let token = setup.token();
 
@@ -81,21 +135,35 @@ async fn two_roles_refresh_for_several_cycles_while_a_client_polls_without_a_sin
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(200) {
         for name in ["alpha", "beta"] {
-            let (status, body) = get_with_token(daemon.tcp, &format!("/v1/credentials/{name}"), &token).await;
+            let (status, body) =
+                get_with_token(daemon.tcp, &format!("/v1/credentials/{name}"), &token).await;
             if status != 200 {
-                failures.push(format!("{:?} {name}: {status} {}", started.elapsed(), String::from_utf8_lossy(&body)));
+                failures.push(format!(
+                    "{:?} {name}: {status} {}",
+                    started.elapsed(),
+                    String::from_utf8_lossy(&body)
+                ));
                 continue;
             }
             let body = json(&body);
-            assert!(expiration(&body) > SystemTime::now() + Duration::from_secs(55), "served a credential about to expire");
-            keys.entry(name).or_default().insert(body["AccessKeyId"].as_str().unwrap().to_owned());
+            assert!(
+                expiration(&body) > SystemTime::now() + Duration::from_secs(55),
+                "served a credential about to expire"
+            );
+            keys.entry(name)
+                .or_default()
+                .insert(body["AccessKeyId"].as_str().unwrap().to_owned());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     assert!(failures.is_empty(), "non-200 answers: {failures:#?}");
     for (name, seen) in &keys {
-        assert!(seen.len() >= 3, "role {name} was refreshed only {} times", seen.len() - 1);
+        assert!(
+            seen.len() >= 3,
+            "role {name} was refreshed only {} times",
+            seen.len() - 1
+        );
     }
     let stats = setup.standin.stats();
     assert_eq!(stats.codes_reused, 0, "{stats:?}");
@@ -105,7 +173,8 @@ async fn two_roles_refresh_for_several_cycles_while_a_client_polls_without_a_sin
 }
 
 #[tokio::test]
-async fn during_an_outage_the_held_credential_is_served_until_a_minute_before_expiry_then_503_then_recovery() {
+async fn during_an_outage_the_held_credential_is_served_until_a_minute_before_expiry_then_503_then_recovery()
+ {
     let setup = Setup::new(&[role("duper")], Some(Duration::from_secs(120))).await;
     let daemon = Daemon::start(&setup.config_path);
     let token = setup.token();
@@ -116,7 +185,11 @@ async fn during_an_outage_the_held_credential_is_served_until_a_minute_before_ex
     setup.standin.inject(Fault {
         action: Some("AssumeRole".into()),
         times: u32::MAX,
-        kind: FaultKind::Error { status: 503, code: "ServiceUnavailable".into(), message: "outage".into() },
+        kind: FaultKind::Error {
+            status: 503,
+            code: "ServiceUnavailable".into(),
+            message: "outage".into(),
+        },
     });
 
     // Served while more than the margin remains; 503 with a JSON error after.
@@ -124,8 +197,15 @@ async fn during_an_outage_the_held_credential_is_served_until_a_minute_before_ex
         let (status, body) = get_with_token(daemon.tcp, "/v1/credentials", &token).await;
         let now = SystemTime::now();
         if status == 200 {
-            assert_eq!(expiration(&json(&body)), expires, "no refresh can succeed during the outage");
-            assert!(expires.duration_since(now).unwrap() > Duration::from_secs(58), "served too close to expiry");
+            assert_eq!(
+                expiration(&json(&body)),
+                expires,
+                "no refresh can succeed during the outage"
+            );
+            assert!(
+                expires.duration_since(now).unwrap() > Duration::from_secs(58),
+                "served too close to expiry"
+            );
         } else {
             break (status, json(&body), now);
         }
@@ -135,9 +215,15 @@ async fn during_an_outage_the_held_credential_is_served_until_a_minute_before_ex
     let (status, body, when) = unavailable;
     assert_eq!(status, 503);
     assert_eq!(body["code"], "CredentialsUnavailable");
-    assert!(body["message"].as_str().unwrap().contains("unavailable"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("unavailable"),
+        "{body}"
+    );
     let left = expires.duration_since(when).unwrap_or_default();
-    assert!(left <= Duration::from_secs(61) && left >= Duration::from_secs(55), "503 began with {left:?} left");
+    assert!(
+        left <= Duration::from_secs(61) && left >= Duration::from_secs(55),
+        "503 began with {left:?} left"
+    );
     let (status, _) = get_tcp(daemon.tcp, "/healthz", &[("host", &daemon.tcp.to_string())]).await;
     assert_eq!(status, 503);
 
@@ -149,7 +235,10 @@ async fn during_an_outage_the_held_credential_is_served_until_a_minute_before_ex
             assert!(expiration(&json(&body)) > expires);
             break;
         }
-        assert!(Instant::now() < recovered_by, "no recovery after the outage ended");
+        assert!(
+            Instant::now() < recovered_by,
+            "no recovery after the outage ended"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(setup.standin.stats().codes_reused, 0);
@@ -186,7 +275,11 @@ async fn no_secret_reaches_any_log_line_even_at_trace_level() {
     setup.standin.inject(Fault {
         action: Some("AssumeRole".into()),
         times: 1,
-        kind: FaultKind::Error { status: 500, code: "InternalFailure".into(), message: "boom".into() },
+        kind: FaultKind::Error {
+            status: 500,
+            code: "InternalFailure".into(),
+            message: "boom".into(),
+        },
     });
     let daemon = Daemon::start_with_log_level(&setup.config_path, "trace");
     let token = setup.token();
@@ -196,22 +289,38 @@ async fn no_secret_reaches_any_log_line_even_at_trace_level() {
         if status == 200 {
             break json(&body);
         }
-        assert!(Instant::now() < deadline, "no credential after the failed first call");
+        assert!(
+            Instant::now() < deadline,
+            "no credential after the failed first call"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let (status, _) = get_with_token(daemon.tcp, "/v1/credentials", "wrong-token-wrong-token-wrong").await;
+    let (status, _) = get_with_token(
+        daemon.tcp,
+        "/v1/credentials",
+        "wrong-token-wrong-token-wrong",
+    )
+    .await;
     assert_eq!(status, 403);
-    assumed::client::get(&setup.socket, "/v1/credentials").await.unwrap();
+    assumed::client::get(&setup.socket, "/v1/credentials")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let logs = daemon.logs().join("\n");
-    assert!(logs.contains("refresh failed"), "the failure path was logged");
+    assert!(
+        logs.contains("refresh failed"),
+        "the failure path was logged"
+    );
     assert!(logs.contains("assumed::audit"), "requests were audited");
     let vended_secret = body["SecretAccessKey"].as_str().unwrap();
     let vended_token = body["Token"].as_str().unwrap();
     for (what, marker) in [
         ("seed (base32)", marker_seed_base32()),
-        ("seed (raw)", String::from_utf8_lossy(MARKER_SEED_BYTES).into_owned()),
+        (
+            "seed (raw)",
+            String::from_utf8_lossy(MARKER_SEED_BYTES).into_owned(),
+        ),
         ("long-term secret key", MARKER_SECRET_KEY.to_owned()),
         ("vended secret key", vended_secret.to_owned()),
         ("vended session token", vended_token.to_owned()),

@@ -25,7 +25,10 @@ async fn the_rust_sdk_ecs_provider_gets_credentials_that_sts_accepts() {
     }
 
     let provider = aws_config::ecs::EcsCredentialsProvider::builder().build();
-    let credentials = provider.provide_credentials().await.expect("the ECS provider accepts the answer");
+    let credentials = provider
+        .provide_credentials()
+        .await
+        .expect("the ECS provider accepts the answer");
     assert!(credentials.access_key_id().starts_with("ASIA"));
     assert!(credentials.session_token().is_some());
     assert!(credentials.expiry().is_some());

@@ -62,6 +62,11 @@ pub enum ListenError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("the {kind} socket passed by systemd is unusable: {source}")]
+    Inherited {
+        kind: &'static str,
+        source: std::io::Error,
+    },
     #[error("{key} {path}: {problem}")]
     BadToken {
         key: &'static str,
@@ -103,7 +108,11 @@ pub fn bind_unix(path: &Path, group: Option<u32>) -> Result<UnixListener, Listen
         Err(_) => {}
     }
     let listener = UnixListener::bind(path).map_err(|e| io("cannot listen", e))?;
-    if let Some(gid) = group {
+    // In a setgid directory (as packaged) the group is already right, and
+    // the unit's syscall filter forbids chown.
+    let metadata = std::fs::metadata(path).map_err(|e| io("cannot inspect", e))?;
+    let current_gid = std::os::unix::fs::MetadataExt::gid(&metadata);
+    if let Some(gid) = group.filter(|gid| *gid != current_gid) {
         rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
             .map_err(|e| io("cannot set its group", e.into()))?;
     }
@@ -207,7 +216,8 @@ fn create_token(path: &Path, group: Option<u32>) -> std::io::Result<SecretString
         .create_new(true)
         .mode(0o600)
         .open(&staging)?;
-    if let Some(gid) = group {
+    let current_gid = std::os::unix::fs::MetadataExt::gid(&file.metadata()?);
+    if let Some(gid) = group.filter(|gid| *gid != current_gid) {
         rustix::fs::fchown(&file, None, Some(rustix::fs::Gid::from_raw(gid)))?;
     }
     file.set_permissions(std::fs::Permissions::from_mode(0o640))?;

@@ -56,14 +56,21 @@ impl Setup {
     }
 
     /// `extra_config` is appended to the file, for additional sections.
-    pub async fn with_options(roles: &[RoleDef], session_lifetime: Option<Duration>, extra_config: &str) -> Setup {
+    pub async fn with_options(
+        roles: &[RoleDef],
+        session_lifetime: Option<Duration>,
+        extra_config: &str,
+    ) -> Setup {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let standin = StandIn::start(
             listener,
             StandInConfig {
                 access_key_id: ACCESS_KEY_ID.into(),
                 account_id: ACCOUNT.into(),
-                devices: vec![MfaDevice { serial_number: SERIAL.into(), seed: MARKER_SEED_BYTES.to_vec() }],
+                devices: vec![MfaDevice {
+                    serial_number: SERIAL.into(),
+                    seed: MARKER_SEED_BYTES.to_vec(),
+                }],
                 session_lifetime,
             },
         )
@@ -71,11 +78,17 @@ impl Setup {
         .unwrap();
 
         let dir = tempfile::tempdir().unwrap();
-        let seed_path = write_private(dir.path(), "totp-seed", &format!("{}\n", marker_seed_base32()));
+        let seed_path = write_private(
+            dir.path(),
+            "totp-seed",
+            &format!("{}\n", marker_seed_base32()),
+        );
         let key_path = write_private(
             dir.path(),
             "aws-credentials",
-            &format!("[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {MARKER_SECRET_KEY}\n"),
+            &format!(
+                "[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {MARKER_SECRET_KEY}\n"
+            ),
         );
         let socket = dir.path().join("run/credentials.sock");
         let token_file = dir.path().join("run/token");
@@ -98,7 +111,13 @@ impl Setup {
         text.push_str(extra_config);
         let config_path = dir.path().join("assumed.toml");
         std::fs::write(&config_path, text).unwrap();
-        Setup { dir, standin, config_path, socket, token_file }
+        Setup {
+            dir,
+            standin,
+            config_path,
+            socket,
+            token_file,
+        }
     }
 
     pub fn token(&self) -> String {
@@ -152,9 +171,14 @@ impl Daemon {
                 collected.lock().unwrap().push(line);
             }
         });
-        let line = listening.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("the daemon did not start listening:\n{}", logs.lock().unwrap().join("\n"))
-        });
+        let line = listening
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the daemon did not start listening:\n{}",
+                    logs.lock().unwrap().join("\n")
+                )
+            });
         let tcp = field(&line, "tcp").parse().unwrap();
         Daemon { child, tcp, logs }
     }
@@ -172,7 +196,10 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the daemon did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -188,8 +215,17 @@ impl Drop for Daemon {
 /// The value of `name=value` in a log line (text format, ANSI colours allowed).
 fn field(line: &str, name: &str) -> String {
     let plain = strip_ansi(line);
-    let start = plain.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {plain}")) + name.len() + 1;
-    plain[start..].split_whitespace().next().unwrap().trim_matches('"').to_owned()
+    let start = plain
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {plain}"))
+        + name.len()
+        + 1;
+    plain[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned()
 }
 
 pub fn strip_ansi(text: &str) -> String {
@@ -216,19 +252,32 @@ pub async fn get_tcp(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
 }
 
 /// A request over any stream: the status and body.
-pub async fn request<S>(stream: S, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Bytes)
+pub async fn request<S>(
+    stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Bytes)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(connection);
     let mut builder = hyper::Request::builder().method(method).uri(path);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let response = sender.send_request(builder.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let response = sender
+        .send_request(builder.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
     let status = response.status().as_u16();
-    (status, response.into_body().collect().await.unwrap().to_bytes())
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 /// A GET over TCP with a loopback Host and the token.
@@ -238,5 +287,6 @@ pub async fn get_with_token(addr: SocketAddr, path: &str, token: &str) -> (u16, 
 }
 
 pub fn json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
 }
