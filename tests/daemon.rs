@@ -11,6 +11,18 @@ use std::time::{Duration, Instant, SystemTime};
 use assumed::standin::{Fault, FaultKind};
 use common::*;
 
+async fn wait_until_healthy(daemon: &Daemon, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let host = daemon.tcp.to_string();
+    while get_tcp(daemon.tcp, "/healthz", &[("host", &host)]).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not every role became usable within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn expiration(body: &serde_json::Value) -> SystemTime {
     humantime::parse_rfc3339(body["Expiration"].as_str().unwrap()).unwrap()
 }
@@ -129,6 +141,8 @@ async fn two_roles_refresh_for_several_cycles_while_a_client_polls_without_a_sin
     .await;
     let daemon = Daemon::start(&setup.config_path);
     let token = setup.token();
+    // The second role's first code comes one TOTP step after the first's.
+    wait_until_healthy(&daemon, Duration::from_secs(45)).await;
 
     let mut failures = Vec::new();
     let mut keys: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
