@@ -84,7 +84,8 @@ pub struct MfaSettings {
     pub session: Option<Duration>,
 }
 
-/// Where a secret is read from: a file, or a systemd credential.
+/// Where a secret is read from: a file, or a systemd credential (a file in
+/// `$CREDENTIALS_DIRECTORY`; the path is empty when that is not set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
     File {
@@ -536,14 +537,11 @@ fn credential_path(
         );
         return None;
     }
-    let Some(directory) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
-        problems.add(
-            key,
-            "CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential= or LoadCredentialEncrypted=, or use the *_file key instead",
-        );
-        return None;
-    };
-    let path = PathBuf::from(directory).join(&name);
+    // Resolved now, checked when the secret is read: validation stays the
+    // same outside systemd, and check-config reports a missing directory.
+    let path = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|directory| PathBuf::from(directory).join(&name))
+        .unwrap_or_default();
     Some(SecretSource::Credential { key, name, path })
 }
 

@@ -38,6 +38,10 @@ pub enum SecretError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{key} = {name:?}: CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential= or LoadCredentialEncrypted=, or use the *_file key instead"
+    )]
+    NoCredentialsDirectory { key: &'static str, name: String },
     #[error("{key} {path} is a symbolic link; point {key} at the file itself")]
     Symlink { key: &'static str, path: PathBuf },
     #[error("{key} {path} is not a regular file")]
@@ -101,6 +105,14 @@ impl std::fmt::Debug for LongTermKey {
 pub fn read_secret_file(source: &SecretSource) -> Result<SecretBox<Vec<u8>>, SecretError> {
     let key = source.key();
     let path = source.path();
+    if let SecretSource::Credential { name, .. } = source
+        && path.as_os_str().is_empty()
+    {
+        return Err(SecretError::NoCredentialsDirectory {
+            key,
+            name: name.clone(),
+        });
+    }
     let fail = |make: fn(&'static str, PathBuf) -> SecretError| make(key, path.to_owned());
 
     let fd: OwnedFd = match rustix::fs::open(
@@ -483,6 +495,18 @@ mod tests {
         let message = load_seed(&file_source(&path)).unwrap_err().to_string();
         assert!(message.contains("owned by uid 4242"), "{message}");
         assert!(message.contains("chown"), "{message}");
+    }
+
+    #[test]
+    fn a_systemd_credential_outside_systemd_says_how_to_run_it() {
+        let source = SecretSource::Credential {
+            key: "mfa.seed_credential",
+            name: "totp-seed".into(),
+            path: PathBuf::new(),
+        };
+        let message = load_seed(&source).unwrap_err().to_string();
+        assert!(message.contains("CREDENTIALS_DIRECTORY is not set"), "{message}");
+        assert!(message.contains("LoadCredential"), "{message}");
     }
 
     #[test]

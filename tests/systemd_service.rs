@@ -57,7 +57,9 @@ async fn under_socket_activation_the_daemon_serves_the_passed_sockets_and_talks_
 
     let notify_path = activation.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
 
     let mut command = Command::new("/bin/sh");
     command
@@ -94,20 +96,37 @@ async fn under_socket_activation_the_daemon_serves_the_passed_sockets_and_talks_
 
     let messages = wait_for_message(&notify, "READY=1", Duration::from_secs(30));
     let (status, body) = get_with_token(tcp_addr, "/v1/credentials", &setup.token()).await;
-    assert_eq!(status, 200, "the passed TCP socket serves: {}", String::from_utf8_lossy(&body));
-    let (status, unix_body) = assumed::client::get(&unix_path, "/v1/credentials").await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "the passed TCP socket serves: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, unix_body) = assumed::client::get(&unix_path, "/v1/credentials")
+        .await
+        .unwrap();
     assert_eq!(status, 200, "the passed Unix socket serves");
     assert_eq!(body, unix_body);
-    assert!(!setup.socket.exists(), "the configured socket path is not bound when systemd passes one");
+    assert!(
+        !setup.socket.exists(),
+        "the configured socket path is not bound when systemd passes one"
+    );
 
     assert!(messages.iter().any(|m| m == "READY=1"), "{messages:?}");
     wait_for_message(&notify, "WATCHDOG=1", Duration::from_secs(5));
     // A status line says how the roles are.
-    wait_for_message(&notify, "STATUS=1 roles, 1 usable, next refresh in", Duration::from_secs(5));
+    wait_for_message(
+        &notify,
+        "STATUS=1 roles, 1 usable, next refresh in",
+        Duration::from_secs(5),
+    );
 
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     wait_for_message(&notify, "STOPPING=1", Duration::from_secs(10));
     assert!(child.wait().unwrap().success());
-    assert!(unix_path.exists(), "a socket systemd owns is left for systemd to remove");
+    assert!(
+        unix_path.exists(),
+        "a socket systemd owns is left for systemd to remove"
+    );
 }
