@@ -129,9 +129,11 @@ impl RoleSlot {
         if let Some(credential) = self.usable(now()) {
             return Some(credential);
         }
+        // Subscribe before looking again, so an attempt finishing in
+        // between is either seen here or wakes the wait below.
         let mut attempts = self.attempts.subscribe();
         if self.status().attempted {
-            return None;
+            return self.usable(now());
         }
         let _ = tokio::time::timeout(limit, attempts.changed()).await;
         self.usable(now())
