@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -91,9 +90,6 @@ impl Daemon {
         stop: CancellationToken,
     ) -> Result<Daemon, DaemonError> {
         let Loaded { config, seed, key } = loaded;
-        if let Err(error) = secret::lock_in_memory(seed.expose_secret()) {
-            tracing::warn!(%error, "could not lock the seed in memory; it may be swapped out (raise LimitMEMLOCK to allow it)");
-        }
         let host: Arc<dyn Clock> = Arc::new(SystemClock);
         let clock = Arc::new(StsClock::new(host));
         let ledger = Arc::new(TotpLedger::new(
@@ -101,7 +97,11 @@ impl Daemon {
             &seed,
             clock.clone(),
         ));
+        // The ledger's copy is the one that lives on; the loaded seed is zeroed here.
         drop(seed);
+        if let Err(error) = ledger.lock_seed() {
+            tracing::warn!(%error, "could not lock the seed in memory; it may be swapped out (raise LimitMEMLOCK to allow it)");
+        }
         let sts = Sts::new(&config.aws, &key, clock.clone());
         drop(key);
 

@@ -97,6 +97,10 @@ impl std::fmt::Debug for LongTermKey {
         f.debug_struct("LongTermKey")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"[redacted]")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -528,6 +532,23 @@ mod tests {
         assert_eq!(key.access_key_id, "AKIASERVICE0000000");
         assert_eq!(key.secret_access_key.expose_secret(), "MARKERSECRET");
         assert!(!format!("{key:?}").contains("MARKERSECRET"));
+    }
+
+    #[test]
+    fn debug_output_of_a_key_with_a_session_token_hides_both_secrets() {
+        let text = "[svc]\naws_access_key_id = ASIASERVICE0000000\naws_secret_access_key = MARKERSECRET\naws_session_token = MARKERTOKEN\n";
+        let key = parse_credentials(text, "svc").unwrap();
+        let debug = format!("{key:?}");
+        assert!(!debug.contains("MARKER"), "{debug}");
+        assert!(debug.contains("session_token: Some"), "{debug}");
+    }
+
+    #[test]
+    fn debug_output_of_a_seed_is_redacted() {
+        let seed = parse_seed(SEED_TEXT).unwrap();
+        let debug = format!("{seed:?}");
+        assert!(!debug.contains("72, 101"), "raw bytes: {debug}");
+        assert!(debug.contains("REDACTED"), "{debug}");
     }
 
     #[test]

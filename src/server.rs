@@ -11,16 +11,28 @@
 //! with empty fields: 401/403 for a missing or wrong token, 404 for an
 //! unknown path or role, 503 while no usable credential exists.
 //!
-//! Guards run before any credential is looked up. On both listeners:
-//! only GET and HEAD (405 with `Allow`), no proxy headers (`Forwarded`,
-//! `X-Forwarded-For`, `Via`: 400) and no `Origin` (a browser page: 403).
-//! On TCP: `Host` must be `127.0.0.1`, `[::1]` or `localhost`, with or
-//! without the listening port (403 otherwise, against DNS rebinding), and
-//! credential requests must carry the token in `Authorization`, compared
-//! in constant time: the listener's token for any role, or a role's own
-//! token for that role alone. On the Unix socket: the peer's uid or gid
-//! (from `SO_PEERCRED`) must be in the listener's allowlist when one is
-//! set, and in the role's when it has one. The peer's pid is logged, never
+//! Guards run before any credential is looked up, in this order. On both
+//! listeners:
+//!
+//! - only GET and HEAD (405 with `Allow`);
+//! - the request target is a canonical path: no absolute URI (proxy form),
+//!   no percent-encoding, no empty, `.` or `..` segments (400), so no
+//!   layer can read the path differently from the router;
+//! - no body: no `Transfer-Encoding`, no `Content-Length` but 0 (400);
+//! - no proxy headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`:
+//!   400);
+//! - no browser headers (`Origin`, `Sec-Fetch-*`: 403).
+//!
+//! On TCP: exactly one `Host`, `127.0.0.1`, `[::1]` or `localhost` in any
+//! case, with or without the listening port in digits (403 otherwise,
+//! against DNS rebinding; a trailing dot or another spelling of loopback is
+//! refused too), and credential requests must carry the token in exactly
+//! one `Authorization` header, compared in constant time: the listener's
+//! token for any role, or a role's own token for that role alone.
+//!
+//! On the Unix socket: the peer's uid or gid (from `SO_PEERCRED`) must be
+//! in the listener's allowlist when one is set, and in the role's when it
+//! has one. The peer's pid is logged, never
 //! trusted. `/healthz` needs no token: it holds no secrets.
 //!
 //! Every credential request leaves one line on the `assumed::audit` target.
@@ -46,6 +58,10 @@ use crate::session::{FIRST_CREDENTIAL_WAIT, RoleSlot, Store};
 use crate::totp::TotpLedger;
 
 pub mod listener;
+#[cfg(test)]
+mod tests;
+
+const CREDENTIALS_PATH: &str = "/v1/credentials";
 
 /// Everything a request handler reads.
 pub struct ServerState {
@@ -96,12 +112,23 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The request guards that apply to every path.
+/// The request guards that apply to every path. A refused credential
+/// request is audited like any other.
 async fn guard(request: Request, next: Next) -> Response {
-    if let Some(refusal) = refuse(&request) {
-        return refusal;
+    let Some(refusal) = refuse(&request) else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    match (
+        request.extensions().get::<Peer>(),
+        path.strip_prefix(CREDENTIALS_PATH),
+    ) {
+        (Some(peer), Some(rest)) => {
+            let role = rest.strip_prefix('/').filter(|name| !name.is_empty());
+            audited(peer, role.unwrap_or("-"), refusal)
+        }
+        _ => refusal,
     }
-    next.run(request).await
 }
 
 fn refuse(request: &Request) -> Option<Response> {
@@ -119,17 +146,37 @@ fn refuse(request: &Request) -> Option<Response> {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(response);
     }
-    let headers = request.headers();
-    for name in ["forwarded", "x-forwarded-for", "via"] {
-        if headers.contains_key(name) {
-            return Some(error(
-                StatusCode::BAD_REQUEST,
-                "ProxiedRequest",
-                "requests relayed by a proxy are refused; ask from this host directly",
-            ));
-        }
+    let uri = request.uri();
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "AbsoluteFormRequest",
+            "requests addressed to a proxy (an absolute URI) are refused; send the path alone",
+        ));
     }
-    if headers.contains_key(header::ORIGIN) {
+    if !path_is_canonical(uri.path()) {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "NonCanonicalPath",
+            "the path must have no percent-encoding, empty, '.' or '..' segments",
+        ));
+    }
+    let headers = request.headers();
+    if has_body(headers) {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "UnexpectedBody",
+            "GET and HEAD requests must have no body (no Content-Length or Transfer-Encoding)",
+        ));
+    }
+    if headers.keys().any(|name| is_proxy_header(name.as_str())) {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "ProxiedRequest",
+            "requests relayed by a proxy are refused; ask from this host directly",
+        ));
+    }
+    if headers.keys().any(|name| is_browser_header(name.as_str())) {
         return Some(error(
             StatusCode::FORBIDDEN,
             "BrowserRequest",
@@ -146,7 +193,50 @@ fn refuse(request: &Request) -> Option<Response> {
     }
 }
 
+/// Headers a proxy adds when it relays a request. `X-Forwarded-For`,
+/// `Forwarded` and `Via` are the standard ones; `X-Real-IP` and the other
+/// `X-Forwarded-*` come from proxies configured without them.
+fn is_proxy_header(name: &str) -> bool {
+    matches!(name, "forwarded" | "via" | "x-real-ip") || name.starts_with("x-forwarded-")
+}
+
+/// Headers only browsers send: `Origin` on cross-origin and CORS requests,
+/// `Sec-Fetch-*` on every request, even an `<img>` load that has no `Origin`.
+fn is_browser_header(name: &str) -> bool {
+    name == "origin" || name.starts_with("sec-fetch-")
+}
+
+/// SDKs send bare GETs; a body on one only serves to confuse a parser.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|length| length.as_bytes() != b"0")
+}
+
+/// No served path needs percent-encoding, and a path that would change
+/// under normalisation (`//`, `/./`, `/../`) is one that different layers
+/// could read differently, so such paths are refused before routing. A
+/// trailing slash changes nothing; such a path is simply not found.
+fn path_is_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    !path.contains('%')
+        && (rest.is_empty()
+            || rest
+                .split('/')
+                .all(|segment| !segment.is_empty() && segment != "." && segment != ".."))
+}
+
 /// Whether `Host` names this host on the listening port (or no port).
+///
+/// Exactly `127.0.0.1`, `[::1]` or `localhost` (any case), optionally
+/// followed by `:` and the port in decimal digits. Everything else is
+/// refused, including a trailing dot, userinfo, other spellings of the
+/// loopback addresses and a second `Host` header.
 fn host_is_loopback(headers: &HeaderMap, port: u16) -> bool {
     let mut hosts = headers.get_all(header::HOST).iter();
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
@@ -167,7 +257,11 @@ fn host_is_loopback(headers: &HeaderMap, port: u16) -> bool {
         name.to_ascii_lowercase().as_str(),
         "127.0.0.1" | "[::1]" | "localhost"
     );
-    let port_ok = host_port.is_none_or(|text| text.parse::<u16>() == Ok(port));
+    let port_ok = host_port.is_none_or(|text| {
+        !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && text.parse::<u16>() == Ok(port)
+    });
     name_ok && port_ok
 }
 
@@ -267,14 +361,22 @@ fn authorize(
 ) -> Option<Response> {
     match peer {
         Peer::Tcp { .. } => {
-            let Some(presented) = headers.get(header::AUTHORIZATION) else {
+            let mut presented = headers.get_all(header::AUTHORIZATION).iter();
+            let Some(first) = presented.next() else {
                 return Some(error(
                     StatusCode::UNAUTHORIZED,
                     "MissingToken",
                     "send the token from listen.token_file in the Authorization header",
                 ));
             };
-            let presented = presented.as_bytes();
+            if presented.next().is_some() {
+                return Some(error(
+                    StatusCode::FORBIDDEN,
+                    "InvalidToken",
+                    "send the Authorization header once",
+                ));
+            }
+            let presented = first.as_bytes();
             let matches = |token: &SecretString| {
                 bool::from(token.expose_secret().as_bytes().ct_eq(presented))
             };

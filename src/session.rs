@@ -151,7 +151,7 @@ impl RoleSlot {
         self.wake.notify_one();
     }
 
-    fn publish(&self, credential: Credential, at: SystemTime) {
+    pub(crate) fn publish(&self, credential: Credential, at: SystemTime) {
         self.current.store(Some(Arc::new(credential)));
         self.update_status(|status| {
             status.last_refresh = Some(at);

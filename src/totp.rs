@@ -15,6 +15,11 @@
 //! A caller that cannot have a code now waits for the step or window in
 //! which it can; it never fails. Codes are computed on STS's clock
 //! ([`StsClock`]), not the host's.
+//!
+//! The ledger keeps the daemon's only long-lived copy of the seed, inside
+//! totp-rs's `Totp` (zeroized on drop, redacted in `Debug`); the loaded
+//! [`Seed`] is dropped once the ledger is built. [`TotpLedger::lock_seed`]
+//! keeps that copy out of swap.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +118,13 @@ impl TotpLedger {
 
     pub fn serial_number(&self) -> &str {
         &self.serial_number
+    }
+
+    /// Locks the pages holding the ledger's copy of the seed in memory.
+    /// The copy sits on the heap and never moves, so locking it once holds
+    /// for the ledger's life.
+    pub fn lock_seed(&self) -> std::io::Result<()> {
+        crate::secret::lock_in_memory(self.totp.secret().as_bytes())
     }
 
     /// Waits until a code may be used, marks it used and returns it.
@@ -297,6 +309,50 @@ mod tests {
             "{} then {}",
             first.counter,
             second.counter
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_seed() {
+        let host = Arc::new(TokioClock::starting_at(SystemTime::UNIX_EPOCH));
+        let seed: Seed = SecretSlice::from(b"MARKER-seed-0123456789".to_vec());
+        let ledger = TotpLedger::new("serial".into(), &seed, Arc::new(StsClock::new(host)));
+        for debug in [format!("{ledger:?}"), format!("{:?}", ledger.totp)] {
+            assert!(!debug.contains("MARKER"), "{debug}");
+            assert!(!debug.contains("77, 65, 82"), "raw bytes: {debug}");
+        }
+    }
+
+    #[test]
+    fn the_ledgers_own_copy_of_the_seed_is_what_gets_locked() {
+        let host = Arc::new(TokioClock::starting_at(SystemTime::UNIX_EPOCH));
+        let seed: Seed = SecretSlice::from(b"12345678901234567890".to_vec());
+        let ledger = TotpLedger::new("serial".into(), &seed, Arc::new(StsClock::new(host)));
+        drop(seed);
+        ledger
+            .lock_seed()
+            .expect("mlock (the tests run with room to lock a page)");
+        let address = ledger.totp.secret().as_bytes().as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut in_mapping = false;
+        let mut locked_kb = None;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|first| {
+                let (start, end) = first.split_once('-')?;
+                Some((
+                    usize::from_str_radix(start, 16).ok()?,
+                    usize::from_str_radix(end, 16).ok()?,
+                ))
+            });
+            if let Some((start, end)) = range {
+                in_mapping = (start..end).contains(&address);
+            } else if let Some(kb) = line.strip_prefix("Locked:").filter(|_| in_mapping) {
+                locked_kb = kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok();
+            }
+        }
+        assert!(
+            locked_kb.is_some_and(|kb| kb > 0),
+            "the mapping holding the seed has {locked_kb:?} kB locked"
         );
     }
 

@@ -284,20 +284,41 @@ async fn a_second_daemon_on_the_same_socket_refuses_to_start() {
 
 #[tokio::test]
 async fn no_secret_reaches_any_log_line_even_at_trace_level() {
-    let setup = Setup::new(&[role("duper")], Some(Duration::from_secs(120))).await;
-    // The first call fails, so the failure path logs too.
-    setup.standin.inject(Fault {
-        action: Some("AssumeRole".into()),
-        times: 1,
-        kind: FaultKind::Error {
-            status: 500,
-            code: "InternalFailure".into(),
-            message: "boom".into(),
-        },
+    // Socket peers (root, here) are refused: the role admits another uid.
+    let setup = Setup::new(
+        &[RoleDef {
+            name: "duper",
+            extra: "allowed_uids = [4242]",
+        }],
+        Some(Duration::from_secs(120)),
+    )
+    .await;
+    let role_token_file = setup.dir.path().join("run/duper.token");
+    edit_config(&setup, |text| {
+        text.replace(
+            "name = \"duper\"\n",
+            &format!(
+                "name = \"duper\"\ntoken_file = \"{}\"\n",
+                role_token_file.display()
+            ),
+        )
     });
+    // The first two calls fail in different ways, so both failure paths log.
+    for (status, code) in [(500, "InternalFailure"), (400, "Throttling")] {
+        setup.standin.inject(Fault {
+            action: Some("AssumeRole".into()),
+            times: 1,
+            kind: FaultKind::Error {
+                status,
+                code: code.into(),
+                message: "boom".into(),
+            },
+        });
+    }
     let daemon = Daemon::start_with_log_level(&setup.config_path, "trace");
     let token = setup.token();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let role_token = std::fs::read_to_string(&role_token_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
     let body = loop {
         let (status, body) = get_with_token(daemon.tcp, "/v1/credentials", &token).await;
         if status == 200 {
@@ -305,10 +326,14 @@ async fn no_secret_reaches_any_log_line_even_at_trace_level() {
         }
         assert!(
             Instant::now() < deadline,
-            "no credential after the failed first call"
+            "no credential after the failed first calls"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let (status, _) = get_with_token(daemon.tcp, "/v1/credentials/duper", &role_token).await;
+    assert_eq!(status, 200);
+
+    // Refusals, each carrying the right token.
     let (status, _) = get_with_token(
         daemon.tcp,
         "/v1/credentials",
@@ -316,9 +341,24 @@ async fn no_secret_reaches_any_log_line_even_at_trace_level() {
     )
     .await;
     assert_eq!(status, 403);
-    assumed::client::get(&setup.socket, "/v1/credentials")
+    let host = daemon.tcp.to_string();
+    for (path, extra) in [
+        ("/v1/credentials", ("host", "evil.example")),
+        ("/v1/credentials", ("x-forwarded-for", "203.0.113.9")),
+        ("/v1/credentials", ("origin", "http://evil.example")),
+        ("/v1/credentials/%64uper", ("x-test", "1")),
+    ] {
+        let mut headers = vec![("authorization", token.as_str()), extra];
+        if extra.0 != "host" {
+            headers.push(("host", &host));
+        }
+        let (status, _) = get_tcp(daemon.tcp, path, &headers).await;
+        assert!((400..500).contains(&status), "{path} {extra:?}: {status}");
+    }
+    let (status, _) = assumed::client::get(&setup.socket, "/v1/credentials")
         .await
         .unwrap();
+    assert_eq!(status, 403, "the socket peer is refused");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let logs = daemon.logs().join("\n");
@@ -339,6 +379,7 @@ async fn no_secret_reaches_any_log_line_even_at_trace_level() {
         ("vended secret key", vended_secret.to_owned()),
         ("vended session token", vended_token.to_owned()),
         ("listener token", token.clone()),
+        ("role token", role_token.clone()),
     ] {
         assert!(!logs.contains(&marker), "the {what} appears in the logs");
     }

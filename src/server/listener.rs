@@ -7,24 +7,40 @@
 //! socket is created 0700 and only then opened to 0660 (and its group set):
 //! at no moment is it looser than its final mode.
 //!
-//! Each connection is HTTP/1.1 with a bounded header buffer and header read
-//! timeout; connections beyond `listen.max_connections` are closed at once,
-//! so a flood cannot starve the process of descriptors. On shutdown the
-//! listeners stop accepting and open connections get a grace period.
+//! Each connection is HTTP/1.1, and no client can hold one without making
+//! progress:
+//!
+//! - a request's head must fit in [`MAX_HEADER_BYTES`] (431 otherwise) and
+//!   arrive within [`HEADER_READ_TIMEOUT`]; hyper starts that clock when the
+//!   connection opens and again each time it goes idle after an answer, so
+//!   it is the keep-alive idle timeout too;
+//! - a request's answer must be ready within [`REQUEST_TIMEOUT`] (503);
+//! - a connection takes no new request after [`MAX_CONNECTION_AGE`] and is
+//!   cut [`CONNECTION_GRACE`] later, which bounds a client that pipelines
+//!   requests and never reads the answers;
+//! - connections beyond `listen.max_connections` are closed at once, so a
+//!   flood cannot starve the process of descriptors.
+//!
+//! A request body is never read: hyper closes the connection after the
+//! answer rather than drain it. On shutdown the listeners stop accepting
+//! and open connections get a grace period.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -32,8 +48,18 @@ use super::Peer;
 
 /// A request's headers must fit in this; SDK requests use well under 1 KiB.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// A client that has not sent its headers by then is dropped.
+/// A client that has not sent a request's headers this long after the
+/// connection opened or went idle is dropped. SDKs send theirs at once.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a request may take to answer: a cold role's first
+/// credential is waited for up to `FIRST_CREDENTIAL_WAIT` (10 s).
+const REQUEST_TIMEOUT: Duration =
+    Duration::from_secs(crate::session::FIRST_CREDENTIAL_WAIT.as_secs() + 5);
+/// A connection takes no new request after this; clients reconnect, as
+/// they do after any keep-alive close.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// Time after [`MAX_CONNECTION_AGE`] to write the answers in progress.
+const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// Time open connections get to finish on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// 128 random bits is the floor for a bearer token; this gives 256.
@@ -337,13 +363,23 @@ fn serve_connection<S>(
     let router = router.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(peer.clone());
-        router.clone().oneshot(request)
+        let answer = router.clone().oneshot(request);
+        async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                Ok(answered) => answered,
+                Err(_) => Ok(super::error(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "RequestTimeout",
+                    "the answer took too long; try again",
+                )),
+            }
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(AgeLimited::new(stream)), service);
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
         if let Err(error) = connection.await {
@@ -351,6 +387,98 @@ fn serve_connection<S>(
         }
         drop(permit);
     });
+}
+
+/// A connection's stream with an age limit: after [`MAX_CONNECTION_AGE`]
+/// reads see end-of-file, so hyper closes the connection once the answer
+/// in progress is written; after [`CONNECTION_GRACE`] more, every read and
+/// write fails, which ends a connection stuck writing to a client that
+/// does not read.
+struct AgeLimited<S> {
+    inner: S,
+    retire: Pin<Box<Sleep>>,
+    cutoff: Pin<Box<Sleep>>,
+}
+
+impl<S> AgeLimited<S> {
+    fn new(inner: S) -> AgeLimited<S> {
+        AgeLimited {
+            inner,
+            retire: Box::pin(tokio::time::sleep(MAX_CONNECTION_AGE)),
+            cutoff: Box::pin(tokio::time::sleep(MAX_CONNECTION_AGE + CONNECTION_GRACE)),
+        }
+    }
+
+    /// Polling the deadline registers the task, so it wakes when it passes.
+    fn cut_off(&mut self, cx: &mut Context<'_>) -> bool {
+        self.cutoff.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn too_old() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the connection outlived its age limit",
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AgeLimited<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.cut_off(cx) {
+            return Poll::Ready(Err(too_old()));
+        }
+        if this.retire.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AgeLimited<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.cut_off(cx) {
+            return Poll::Ready(Err(too_old()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.cut_off(cx) {
+            return Poll::Ready(Err(too_old()));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.cut_off(cx) {
+            return Poll::Ready(Err(too_old()));
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -400,6 +528,147 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("chmod 640"), "{message}");
+    }
+
+    use axum::routing::get;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const UNIX_ROOT: Peer = Peer::Unix {
+        uid: 0,
+        gid: 0,
+        pid: None,
+    };
+
+    fn test_router() -> Router {
+        Router::new()
+            .route("/small", get(|| async { "ok" }))
+            .route("/big", get(|| async { "x".repeat(8 * 1024) }))
+            .route(
+                "/stuck",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "late"
+                }),
+            )
+    }
+
+    /// One connection served over an in-memory pipe of `pipe_bytes`; the
+    /// limits' single permit is held while the connection is open.
+    fn serve_in_memory(pipe_bytes: usize) -> (DuplexStream, Limits, GracefulShutdown) {
+        let (client, server) = tokio::io::duplex(pipe_bytes);
+        let limits = Limits::new(1);
+        let graceful = GracefulShutdown::new();
+        serve_connection(server, UNIX_ROOT, &test_router(), &limits, &graceful);
+        (client, limits, graceful)
+    }
+
+    fn is_open(limits: &Limits) -> bool {
+        limits.connections.available_permits() == 0
+    }
+
+    async fn client(
+        stream: DuplexStream,
+    ) -> hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>> {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender
+    }
+
+    async fn send(
+        sender: &mut hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>,
+        path: &str,
+    ) -> Result<(u16, bytes::Bytes), hyper::Error> {
+        let request = hyper::Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+        let (stream, limits, _graceful) = serve_in_memory(64 * 1024);
+        let mut sender = client(stream).await;
+        assert_eq!(send(&mut sender, "/small").await.unwrap().0, 200);
+        tokio::time::sleep(HEADER_READ_TIMEOUT - Duration::from_secs(1)).await;
+        assert!(is_open(&limits), "still open just inside the timeout");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::yield_now().await;
+        assert!(!is_open(&limits), "closed once idle past the timeout");
+        assert!(send(&mut sender, "/small").await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_keep_alive_connection_takes_no_new_request_after_its_age_limit() {
+        let (stream, limits, _graceful) = serve_in_memory(64 * 1024);
+        let mut sender = client(stream).await;
+        let started = tokio::time::Instant::now();
+        // Never idle long enough for the header read timeout to close it.
+        let pause = HEADER_READ_TIMEOUT - Duration::from_secs(3);
+        while started.elapsed() < MAX_CONNECTION_AGE {
+            assert_eq!(send(&mut sender, "/small").await.unwrap().0, 200);
+            tokio::time::sleep(pause).await;
+        }
+        assert!(send(&mut sender, "/small").await.is_err());
+        tokio::task::yield_now().await;
+        assert!(!is_open(&limits), "the connection was retired");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_its_answers_is_cut_off_after_the_age_limit() {
+        let (mut stream, limits, _graceful) = serve_in_memory(1024);
+        // Pipelined requests whose answers fill the pipe, which nobody reads.
+        let writer = tokio::spawn(async move {
+            let request = b"GET /big HTTP/1.1\r\nhost: localhost\r\n\r\n";
+            for _ in 0..64 {
+                if stream.write_all(request).await.is_err() {
+                    break;
+                }
+            }
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+        });
+        tokio::time::sleep(MAX_CONNECTION_AGE / 2).await;
+        assert!(is_open(&limits), "stuck writing, not yet cut off");
+        tokio::time::sleep(MAX_CONNECTION_AGE / 2 + CONNECTION_GRACE + Duration::from_secs(1))
+            .await;
+        tokio::task::yield_now().await;
+        assert!(!is_open(&limits), "cut off after the age limit and grace");
+        writer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_takes_too_long_is_a_503() {
+        let (stream, _limits, _graceful) = serve_in_memory(64 * 1024);
+        let mut sender = client(stream).await;
+        let started = tokio::time::Instant::now();
+        let (status, body) = send(&mut sender, "/stuck").await.unwrap();
+        assert_eq!(status, 503);
+        assert!(String::from_utf8_lossy(&body).contains("RequestTimeout"));
+        assert_eq!(started.elapsed(), REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn a_connection_beyond_the_cap_is_closed_at_once() {
+        let (first, limits, graceful) = serve_in_memory(64 * 1024);
+        let mut sender = client(first).await;
+        assert_eq!(send(&mut sender, "/small").await.unwrap().0, 200);
+        let (mut second, server) = tokio::io::duplex(1024);
+        serve_connection(server, UNIX_ROOT, &test_router(), &limits, &graceful);
+        second
+            .write_all(b"GET /small HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .ok();
+        let mut answer = Vec::new();
+        second.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty(), "no answer, just a close");
+        assert_eq!(send(&mut sender, "/small").await.unwrap().0, 200);
     }
 
     #[tokio::test]

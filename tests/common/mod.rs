@@ -290,3 +290,21 @@ pub fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
 }
+
+/// Rewrites the configuration file, for keys in sections `Setup` writes.
+pub fn edit_config(setup: &Setup, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(&setup.config_path, edit(text)).unwrap();
+}
+
+/// Writes `bytes` to a fresh TCP connection and returns everything the
+/// daemon sends back until it closes the connection (or 15 s pass).
+pub async fn raw_tcp(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The daemon may answer and close before it has read everything.
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
