@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::StsClock;
 use crate::config::{RoleName, RoleSpec};
 use crate::credential::Credential;
+use crate::metrics::Metrics;
 use crate::sts::{FailureClass, Sts, StsError};
 use crate::totp::TotpLedger;
 
@@ -219,6 +220,7 @@ pub struct Refresher {
     pub ahead: Duration,
     /// How many roles queue for codes from the same ledger.
     pub sharing: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Refresher {
@@ -249,6 +251,7 @@ impl Refresher {
                         "refreshed role session"
                     );
                     slot.publish(credential, now);
+                    self.metrics.record_refresh(&slot.spec.name, None);
                 }
                 Err(error) => {
                     failures += 1;
@@ -270,6 +273,8 @@ impl Refresher {
                         "role session refresh failed"
                     );
                     slot.record_failure(&error, now);
+                    self.metrics
+                        .record_refresh(&slot.spec.name, Some(error.class));
                 }
             }
             slot.finish_attempt();
