@@ -8,12 +8,16 @@
 //! so `journalctl -p warning` picks out warnings. Levels: info for
 //! lifecycle and refreshes, warn for a degraded state (with a hint),
 //! error only for what stops the daemon.
+//!
+//! The shell completions and the man page are generated from the same
+//! definition (`completions SHELL`, `man`); the copies under `dist/` that
+//! the Debian package installs are checked against it by a test.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::client;
@@ -85,6 +89,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -135,6 +143,31 @@ async fn dispatch(cli: Cli, inherited: crate::systemd::ListenFds) -> ExitCode {
             }
             ExitCode::from(health as u8)
         }
+        Command::Completions { shell } => print(&completions(shell)),
+        Command::Man => print(&man_page()),
+    }
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "assumed", &mut script);
+    script
+}
+
+/// The man page, in roff.
+pub fn man_page() -> Vec<u8> {
+    let mut page = Vec::new();
+    // Rendering into a Vec cannot fail.
+    let _ = clap_mangen::Man::new(Cli::command()).render(&mut page);
+    page
+}
+
+fn print(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
     }
 }
 
