@@ -1,11 +1,23 @@
 //! The command line: parses, sets up logging, runs one command, and turns
 //! its outcome into an exit code. Errors are printed with their whole
 //! chain, one cause per line.
+//!
+//! Logs go to stderr, as text or JSON lines (`--log-format`). Under
+//! journald (`JOURNAL_STREAM` names stderr) text lines carry no timestamp,
+//! since the journal adds its own, and start with a `<N>` priority prefix,
+//! so `journalctl -p warning` picks out warnings. Levels: info for
+//! lifecycle and refreshes, warn for a degraded state (with a hint),
+//! error only for what stops the daemon.
+//!
+//! The shell completions and the man page are generated from the same
+//! definition (`completions SHELL`, `man`); the copies under `dist/` that
+//! the Debian package installs are checked against it by a test.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::client;
@@ -23,8 +35,20 @@ pub struct Cli {
     #[arg(long, global = true, env = "ASSUMED_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
+    /// How log lines are written to stderr.
+    #[arg(long, global = true, env = "ASSUMED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,16 +89,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging();
+    init_logging(cli.log_format);
     // Sockets from systemd are taken while the process has one thread,
     // so the LISTEN_* variables can be removed safely.
     let inherited = match cli.command {
         Command::Serve => match crate::systemd::listen_fds() {
             Ok(fds) => fds,
-            Err(error) => return fail(&error),
+            Err(error) => return fatal(&error),
         },
         _ => crate::systemd::ListenFds::default(),
     };
@@ -115,6 +143,31 @@ async fn dispatch(cli: Cli, inherited: crate::systemd::ListenFds) -> ExitCode {
             }
             ExitCode::from(health as u8)
         }
+        Command::Completions { shell } => print(&completions(shell)),
+        Command::Man => print(&man_page()),
+    }
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "assumed", &mut script);
+    script
+}
+
+/// The man page, in roff.
+pub fn man_page() -> Vec<u8> {
+    let mut page = Vec::new();
+    // Rendering into a Vec cannot fail.
+    let _ = clap_mangen::Man::new(Cli::command()).render(&mut page);
+    page
+}
+
+fn print(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
     }
 }
 
@@ -128,21 +181,21 @@ async fn serve(config_path: &std::path::Path, inherited: crate::systemd::ListenF
         Ok(loaded) => loaded,
         Err(problems) => {
             for problem in problems {
-                eprintln!("{problem}");
+                tracing::error!(%problem, "the daemon cannot run");
             }
             return ExitCode::FAILURE;
         }
     };
     let stop = CancellationToken::new();
     if let Err(error) = daemon::stop_on_signals(stop.clone()) {
-        return fail(&error);
+        return fatal(&error);
     }
     match Daemon::start(loaded, inherited, stop).await {
         Ok(daemon) => {
             daemon.wait().await;
             ExitCode::SUCCESS
         }
-        Err(error) => fail(&error),
+        Err(error) => fatal(&error),
     }
 }
 
@@ -207,24 +260,87 @@ fn env(config_path: &std::path::Path, role: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Logs to stderr; `RUST_LOG` picks the level (default info).
-fn init_logging() {
+/// Logs to stderr in `format`; `RUST_LOG` picks the level (default info).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+        LogFormat::Text if stderr_is_journal() => builder
+            .with_ansi(false)
+            .event_format(JournalPriority(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Whether stderr is connected to journald: systemd sets `JOURNAL_STREAM`
+/// to the device and inode of the stream it connected, which a child
+/// that redirected stderr no longer has.
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", stat.st_dev, stat.st_ino))
+}
+
+/// Prefixes each line with its syslog priority (`<4>` for a warning),
+/// which journald strips and records as the entry's priority.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        context: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(context, writer, event)
+    }
 }
 
 /// Prints an error with its causes and returns a failing exit code.
 pub fn fail(error: &dyn std::error::Error) -> ExitCode {
-    let mut text = format!("assumed: {error}");
+    eprintln!("assumed: {}", chain(error, "\n  caused by: "));
+    ExitCode::FAILURE
+}
+
+/// Logs what stopped the daemon, with its causes, at error level (the
+/// only use of that level), and returns a failing exit code.
+fn fatal(error: &dyn std::error::Error) -> ExitCode {
+    tracing::error!(error = %chain(error, ": "), "the daemon cannot run");
+    ExitCode::FAILURE
+}
+
+fn chain(error: &dyn std::error::Error, separator: &str) -> String {
+    let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(&format!("\n  caused by: {cause}"));
+        text.push_str(separator);
+        text.push_str(&cause.to_string());
         source = cause.source();
     }
-    eprintln!("{text}");
-    ExitCode::FAILURE
+    text
 }

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, StsClock, SystemClock};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::secret::{self, LongTermKey, Seed};
 use crate::server::listener::{self, Limits, ListenError};
 use crate::server::{self, ServerState};
@@ -143,6 +144,8 @@ impl Daemon {
         }
         let slots: Vec<Arc<RoleSlot>> = table.roles.values().cloned().collect();
         let store = Arc::new(Store::new(table));
+        let metrics = Arc::new(Metrics::new(store.clone(), ledger.clone(), clock.clone()));
+        let sts = sts.with_metrics(metrics.clone());
 
         let state = Arc::new(ServerState {
             store: store.clone(),
@@ -150,6 +153,7 @@ impl Daemon {
             ledger: ledger.clone(),
             token,
             listen: listen.clone(),
+            metrics: metrics.clone(),
         });
         let router = server::router(state);
         let limits = Limits::new(listen.max_connections);
@@ -186,6 +190,7 @@ impl Daemon {
             clock,
             ahead: config.refresh.ahead,
             sharing: slots.len(),
+            metrics,
         });
         let tasks = TaskTracker::new();
         for slot in &slots {

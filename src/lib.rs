@@ -13,6 +13,7 @@
 //! - [`credential`]: a vended credential and its ECS JSON body.
 //! - [`session`]: per-role state and the refresher that keeps it fresh.
 //! - [`server`]: the router, its guards, and the Unix and TCP listeners.
+//! - [`metrics`]: the Prometheus metrics behind `/metrics`.
 //! - [`daemon`]: wires the above together and runs it.
 //! - [`standin`]: a local STS that speaks the real protocol, for `demo`
 //!   and the tests.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod demo;
+pub mod metrics;
 pub mod secret;
 pub mod server;
 pub mod session;

@@ -509,7 +509,10 @@ mod tests {
             path: PathBuf::new(),
         };
         let message = load_seed(&source).unwrap_err().to_string();
-        assert!(message.contains("CREDENTIALS_DIRECTORY is not set"), "{message}");
+        assert!(
+            message.contains("CREDENTIALS_DIRECTORY is not set"),
+            "{message}"
+        );
         assert!(message.contains("LoadCredential"), "{message}");
     }
 

@@ -5,6 +5,7 @@
 //! | `GET /v1/credentials` | the default role's credential |
 //! | `GET /v1/credentials/{name}` | that role's credential; 404 if unknown |
 //! | `GET /healthz` | 200 when every role holds a usable credential, else 503 |
+//! | `GET /metrics` | Prometheus text (see [`crate::metrics`]) |
 //!
 //! Credentials are answered in the ECS shape (see [`crate::credential`]);
 //! every error is `{"code": "...", "message": "..."}` as JSON, never a 200
@@ -32,8 +33,8 @@
 //!
 //! On the Unix socket: the peer's uid or gid (from `SO_PEERCRED`) must be
 //! in the listener's allowlist when one is set, and in the role's when it
-//! has one. The peer's pid is logged, never
-//! trusted. `/healthz` needs no token: it holds no secrets.
+//! has one. The peer's pid is logged, never trusted. `/healthz` and
+//! `/metrics` need no token: they hold no secrets.
 //!
 //! Every credential request leaves one line on the `assumed::audit` target.
 
@@ -54,6 +55,7 @@ use subtle::ConstantTimeEq;
 use crate::clock::StsClock;
 use crate::config::{ListenSettings, RoleName};
 use crate::credential::rfc3339;
+use crate::metrics::{CountRequestsLayer, Metrics};
 use crate::session::{FIRST_CREDENTIAL_WAIT, RoleSlot, Store};
 use crate::totp::TotpLedger;
 
@@ -71,6 +73,7 @@ pub struct ServerState {
     /// The token that grants every role over TCP.
     pub token: SecretString,
     pub listen: ListenSettings,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Who is asking: set by the listener on every request.
@@ -92,6 +95,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/credentials", get(default_credentials))
         .route("/v1/credentials/{name}", get(named_credentials))
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -100,6 +104,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(guard))
+        // Outside the guards, so refusals are counted too.
+        .layer(CountRequestsLayer::new(state.metrics.clone()))
         .with_state(state)
 }
 
@@ -478,4 +484,15 @@ fn role_health(slot: &RoleSlot, usable: bool, now: SystemTime) -> serde_json::Va
             "at": rfc3339(failure.at),
         })),
     })
+}
+
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }

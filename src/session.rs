@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::StsClock;
 use crate::config::{RoleName, RoleSpec};
 use crate::credential::Credential;
+use crate::metrics::Metrics;
 use crate::sts::{FailureClass, Sts, StsError};
 use crate::totp::TotpLedger;
 
@@ -221,6 +222,7 @@ pub struct Refresher {
     pub ahead: Duration,
     /// How many roles queue for codes from the same ledger.
     pub sharing: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Refresher {
@@ -251,6 +253,7 @@ impl Refresher {
                         "refreshed role session"
                     );
                     slot.publish(credential, now);
+                    self.metrics.record_refresh(&slot.spec.name, None);
                 }
                 Err(error) => {
                     failures += 1;
@@ -272,6 +275,8 @@ impl Refresher {
                         "role session refresh failed"
                     );
                     slot.record_failure(&error, now);
+                    self.metrics
+                        .record_refresh(&slot.spec.name, Some(error.class));
                 }
             }
             slot.finish_attempt();

@@ -167,6 +167,20 @@ impl Sts {
         }
     }
 
+    /// The same client, timing every call into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Sts {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .interceptor(crate::metrics::StsCallTimer::new(metrics))
+            .build();
+        Sts {
+            client: aws_sdk_sts::Client::from_conf(config),
+            clock: self.clock,
+        }
+    }
+
     /// AssumeRole with the long-term key and an MFA code.
     pub async fn assume_role(
         &self,
