@@ -465,14 +465,18 @@ fn validate_aws(raw: RawAws, problems: &mut Problems) -> Option<AwsSettings> {
 
 /// An STS endpoint must be HTTPS, except plain HTTP to this host (the stand-in).
 fn check_endpoint(key: &str, endpoint: &str, problems: &mut Problems) {
+    if let Some(problem) = endpoint_problem(endpoint) {
+        problems.add(key, problem);
+    }
+}
+
+/// What is wrong with an AWS endpoint URL, if anything: it must be HTTPS,
+/// except plain HTTP to this host (the stand-in).
+pub fn endpoint_problem(endpoint: &str) -> Option<String> {
     let Ok(url) = url::Url::parse(endpoint) else {
-        problems.add(
-            key,
-            format!(
-                "{endpoint:?} is not a URL; write it like \"https://sts.us-east-1.amazonaws.com\""
-            ),
-        );
-        return;
+        return Some(format!(
+            "{endpoint:?} is not a URL; write it like \"https://sts.us-east-1.amazonaws.com\""
+        ));
     };
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -481,12 +485,11 @@ fn check_endpoint(key: &str, endpoint: &str, problems: &mut Problems) {
         None => false,
     };
     match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => problems.add(
-            key,
-            format!("{endpoint:?} must use https:// (plain http:// is allowed only to 127.0.0.1 or localhost)"),
-        ),
+        "https" => None,
+        "http" if loopback => None,
+        _ => Some(format!(
+            "{endpoint:?} must use https:// (plain http:// is allowed only to 127.0.0.1 or localhost)"
+        )),
     }
 }
 
@@ -553,13 +556,15 @@ fn validate_mfa(raw: RawMfa, problems: &mut Problems) -> Option<MfaSettings> {
         raw.serial_number,
         "set it to the MFA device's ARN, arn:aws:iam::ACCOUNT:mfa/NAME (assumed enroll prints it)",
     );
-    if let Some(serial) = &serial {
-        if parse_iam_arn(serial, "mfa").is_none() {
-            problems.add(
-                "mfa.serial_number",
-                format!("{serial:?} is not a virtual MFA device ARN like arn:aws:iam::123456789012:mfa/NAME"),
-            );
-        }
+    if let Some(serial) = &serial
+        && parse_iam_arn(serial, "mfa").is_none()
+    {
+        problems.add(
+            "mfa.serial_number",
+            format!(
+                "{serial:?} is not a virtual MFA device ARN like arn:aws:iam::123456789012:mfa/NAME"
+            ),
+        );
     }
     let seed = secret_source(
         ("mfa.seed_file", raw.seed_file),
@@ -773,13 +778,13 @@ fn validate_role(
             );
         }
     }
-    if let Some(path) = &raw.token_file {
-        if !path.is_absolute() {
-            problems.add(
-                format!("{key}.token_file"),
-                format!("{} is not an absolute path", path.display()),
-            );
-        }
+    if let Some(path) = &raw.token_file
+        && !path.is_absolute()
+    {
+        problems.add(
+            format!("{key}.token_file"),
+            format!("{} is not an absolute path", path.display()),
+        );
     }
 
     Some(RoleSpec {
