@@ -94,13 +94,7 @@ struct LedgerState {
 
 impl TotpLedger {
     pub fn new(serial_number: String, seed: &Seed, clock: Arc<StsClock>) -> TotpLedger {
-        let totp = totp_rs::Builder::new()
-            .with_algorithm(totp_rs::Algorithm::SHA1)
-            .with_digits(DIGITS)
-            .with_skew(0)
-            .with_step_duration(STEP_SECONDS)
-            .with_secret(seed.expose_secret())
-            .build_noncompliant();
+        let totp = generator(seed);
         TotpLedger {
             serial_number,
             totp,
@@ -203,6 +197,30 @@ impl LedgerState {
     }
 }
 
+/// The codes of the step before `now` and of the step at `now`: the two
+/// consecutive codes IAM asks for to enable or resynchronise a device, as a
+/// person would type them after watching one code follow another. They
+/// bypass the ledger because IAM's checks are not STS verifications: they
+/// neither consume codes for STS nor count against its budget.
+pub fn consecutive_codes(seed: &Seed, now: SystemTime) -> [TotpCode; 2] {
+    let totp = generator(seed);
+    let current = unix_seconds(now) / STEP_SECONDS;
+    [current.saturating_sub(1), current].map(|counter| TotpCode {
+        counter,
+        code: SecretString::from(totp.generate(counter * STEP_SECONDS).to_string()),
+    })
+}
+
+fn generator(seed: &Seed) -> totp_rs::Totp {
+    totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(DIGITS)
+        .with_skew(0)
+        .with_step_duration(STEP_SECONDS)
+        .with_secret(seed.expose_secret())
+        .build_noncompliant()
+}
+
 /// The time from `now` to the epoch second `target`, at least a millisecond.
 fn until(now: SystemTime, target: u64) -> Duration {
     let target = SystemTime::UNIX_EPOCH + Duration::from_secs(target);
@@ -298,6 +316,16 @@ mod tests {
             first.counter,
             second.counter
         );
+    }
+
+    #[test]
+    fn consecutive_codes_are_the_previous_and_the_current_step() {
+        let seed: Seed = SecretSlice::from(b"12345678901234567890".to_vec());
+        // RFC 6238 appendix B: 1111111109 is in step 37037036.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_111_111_109);
+        let [first, second] = consecutive_codes(&seed, now);
+        assert_eq!((first.counter, second.counter), (37_037_035, 37_037_036));
+        assert_eq!(second.expose(), "081804");
     }
 
     #[test]
