@@ -309,6 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn the_cloudformation_stack_grants_the_same_iam_actions() {
+        let template = include_str!("../deploy/cloudformation.yaml");
+        let in_template: std::collections::BTreeSet<String> = template
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("- iam:"))
+            .map(|action| format!("iam:{action}"))
+            .collect();
+
+        let set = PolicySet::new(&request(None)).unwrap();
+        let printed: std::collections::BTreeSet<String> = set
+            .user_mfa
+            .statement
+            .iter()
+            .map(|statement| statement.action.to_owned())
+            .collect();
+        assert_eq!(in_template, printed);
+    }
+
+    #[test]
     fn malformed_names_are_refused_by_flag() {
         let mut bad = request(None);
         bad.account_id = "12345".into();
