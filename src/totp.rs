@@ -37,6 +37,10 @@ pub const BUDGET_PER_WINDOW: u32 = 6;
 /// STS accepts codes this many steps either side of its time; a counter
 /// must be remembered at least this long after its step.
 const ACCEPTED_STEPS: u64 = 2;
+/// STS's clock is learned from `Date` headers, whole seconds: a code issued
+/// exactly at a new window's start by our estimate may still fall in the
+/// old window by STS's, so a full window is waited out with this margin.
+const WINDOW_MARGIN: Duration = Duration::from_secs(1);
 
 /// One code, good for one STS call.
 pub struct TotpCode {
@@ -176,7 +180,7 @@ impl LedgerState {
         let window_full = window == self.window && self.issued_in_window >= BUDGET_PER_WINDOW;
         if window < self.blocked_until_window || window_full {
             let next_window = (window + 1).max(self.blocked_until_window);
-            return until(now, next_window * WINDOW_SECONDS);
+            return until(now, next_window * WINDOW_SECONDS) + WINDOW_MARGIN;
         }
         if self.used.contains(&counter) {
             return until(now, (counter + 1) * STEP_SECONDS);
@@ -295,6 +299,20 @@ mod tests {
         let code = ledger.next_code().await;
         let window_start = (1_800_000_000 / WINDOW_SECONDS + 1) * WINDOW_SECONDS;
         assert_eq!(code.counter * STEP_SECONDS, window_start);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_full_window_the_next_code_waits_past_its_start_by_the_margin() {
+        let ledger = ledger_at(1_800_000_000); // the start of a step and a window
+        let started = tokio::time::Instant::now();
+        for _ in 0..BUDGET_PER_WINDOW {
+            ledger.next_code().await;
+        }
+        ledger.next_code().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(WINDOW_SECONDS) + WINDOW_MARGIN
+        );
     }
 
     #[tokio::test(start_paused = true)]
