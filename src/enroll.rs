@@ -98,6 +98,8 @@ pub enum EnrollError {
     Config(#[source] Box<crate::config::ConfigError>),
     #[error("cannot load the base credentials")]
     Credentials(#[source] secret::SecretError),
+    #[error("cannot load the device's seed")]
+    Seed(#[source] secret::SecretError),
     #[error("{action} failed ({code}): {message}\n  {hint}")]
     Iam {
         action: &'static str,
@@ -756,7 +758,7 @@ pub fn read_seed(path: &Path) -> Result<Seed, EnrollError> {
         key: "--seed-file",
         path: path.to_owned(),
     })
-    .map_err(EnrollError::Credentials)
+    .map_err(EnrollError::Seed)
 }
 
 /// What an IAM error answer means for the operator.

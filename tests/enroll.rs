@@ -324,6 +324,30 @@ async fn a_device_is_resynced_then_disabled_only_when_confirmed() {
     let serial = serial_of("svc-2");
     let seed_file = seed_out.to_str().unwrap();
 
+    let exposed = seed_path(&setup, "exposed-seed");
+    std::fs::copy(&seed_out, &exposed).unwrap();
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = exposed.to_str().unwrap();
+    let refused = assumed(
+        &setup,
+        &[
+            "resync",
+            "--user",
+            "svc",
+            "--serial",
+            &serial,
+            "--seed-file",
+            exposed,
+        ],
+    )
+    .await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("--seed-file") && refused.stderr.contains("chmod 600"),
+        "{}",
+        refused.stderr
+    );
+
     let resync = assumed(
         &setup,
         &[
