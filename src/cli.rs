@@ -93,6 +93,88 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+    /// Create and enable a virtual MFA device for an IAM user and store its seed.
+    Enroll {
+        /// The IAM user the device is for.
+        #[arg(long)]
+        user: String,
+        /// The device's name (default: the user's); the policy from
+        /// `assumed policy` requires it to start with the user's name.
+        #[arg(long)]
+        device_name: Option<String>,
+        /// The device's IAM path.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Where to write the seed (a new file, mode 0600), or - for standard
+        /// output, to pipe into `systemd-creds encrypt`.
+        #[arg(long, value_name = "FILE|-")]
+        seed_out: String,
+        /// Also write the QR code PNG for a phone app (a new file, mode 0600);
+        /// it is as secret as the seed.
+        #[arg(long, value_name = "FILE.png")]
+        qr_out: Option<PathBuf>,
+        /// After enabling, wait for STS to see the device and assume this role once.
+        #[arg(long, value_name = "ARN")]
+        verify_role: Option<String>,
+        /// How long to wait before --verify-role's AssumeRole.
+        #[arg(long, hide = true, default_value = "15s", value_parser = humantime::parse_duration)]
+        verify_after: std::time::Duration,
+        #[command(flatten)]
+        access: crate::enroll::AwsAccess,
+    },
+    /// Resynchronise an enabled MFA device with two consecutive codes from its seed.
+    Resync {
+        #[arg(long)]
+        user: String,
+        /// The device's serial number (its ARN).
+        #[arg(long, value_name = "ARN")]
+        serial: String,
+        /// The device's seed: a file (mode 0600), or - for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        seed_file: PathBuf,
+        #[command(flatten)]
+        access: crate::enroll::AwsAccess,
+    },
+    /// Deactivate and delete an MFA device (after the daemon has moved to another one).
+    Disable {
+        #[arg(long)]
+        user: String,
+        /// The device's serial number (its ARN).
+        #[arg(long, value_name = "ARN")]
+        serial: String,
+        /// The device's seed, to prove MFA first (the policy from `assumed
+        /// policy` lets only an MFA session deactivate a device); - reads
+        /// standard input.
+        #[arg(long, value_name = "FILE|-")]
+        seed_file: Option<PathBuf>,
+        /// Confirms that the device is to be removed for good.
+        #[arg(long)]
+        yes_really: bool,
+        #[command(flatten)]
+        access: crate::enroll::AwsAccess,
+    },
+    /// Print the IAM policies this setup needs, as JSON.
+    Policy {
+        /// The 12-digit AWS account id.
+        #[arg(long)]
+        account: String,
+        /// The IAM user whose key the daemon holds.
+        #[arg(long)]
+        user: String,
+        /// The name of the role the daemon assumes.
+        #[arg(long)]
+        role: String,
+        /// Also require the MFA proof to be at most this many seconds old
+        /// (at least mfa.session, when role sessions are chained).
+        #[arg(long, value_name = "SECONDS")]
+        max_mfa_age: Option<u64>,
+        /// The AWS partition of the ARNs.
+        #[arg(long, default_value = "aws")]
+        partition: String,
+        /// Print only this document: user-mfa, role-trust or user-assume-role.
+        #[arg(long, value_name = "NAME")]
+        document: Option<String>,
+    },
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -145,6 +227,67 @@ async fn dispatch(cli: Cli, inherited: crate::systemd::ListenFds) -> ExitCode {
         }
         Command::Completions { shell } => print(&completions(shell)),
         Command::Man => print(&man_page()),
+        Command::Enroll {
+            user,
+            device_name,
+            path,
+            seed_out,
+            qr_out,
+            verify_role,
+            verify_after,
+            access,
+        } => {
+            let request = crate::enroll::EnrollRequest {
+                device_name: device_name.unwrap_or_else(|| user.clone()),
+                user,
+                path,
+                seed_out: crate::enroll::SeedOut::parse(&seed_out),
+                qr_out,
+                verify_role,
+                verify_after,
+            };
+            enroll(&cli.config, &access, request).await
+        }
+        Command::Resync {
+            user,
+            serial,
+            seed_file,
+            access,
+        } => resync(&cli.config, &access, &user, &serial, &seed_file).await,
+        Command::Disable {
+            user,
+            serial,
+            seed_file,
+            yes_really,
+            access,
+        } => {
+            disable(
+                &cli.config,
+                &access,
+                &user,
+                &serial,
+                seed_file.as_deref(),
+                yes_really,
+            )
+            .await
+        }
+        Command::Policy {
+            account,
+            user,
+            role,
+            max_mfa_age,
+            partition,
+            document,
+        } => {
+            let request = crate::policy::PolicyRequest {
+                partition,
+                account_id: account,
+                user_name: user,
+                role_name: role,
+                max_mfa_age_secs: max_mfa_age,
+            };
+            policy(&request, document.as_deref())
+        }
     }
 }
 
@@ -167,6 +310,135 @@ fn print(bytes: &[u8]) -> ExitCode {
     use std::io::Write;
     match std::io::stdout().write_all(bytes) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+async fn enroll(
+    config_path: &std::path::Path,
+    access: &crate::enroll::AwsAccess,
+    request: crate::enroll::EnrollRequest,
+) -> ExitCode {
+    // The seed and QR files are created private whatever the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    if let Err(error) = crate::secret::harden_process() {
+        tracing::warn!(%error, "could not disable core dumps; the seed could end up in a core file");
+    }
+    if request.qr_out.is_some() {
+        eprintln!(
+            "warning: the QR code holds the seed: whoever sees it can produce this device's codes; store it like the seed, and delete it once scanned"
+        );
+    }
+    let clients = match crate::enroll::AwsClients::connect(access, config_path).await {
+        Ok(clients) => clients,
+        Err(error) => return fail(&error),
+    };
+    let enrolled = match crate::enroll::enroll(&clients, &request).await {
+        Ok(enrolled) => enrolled,
+        Err(error) => return fail(&error),
+    };
+    let mut report = format!(
+        "Enrolled virtual MFA device {} for IAM user {}.\n",
+        enrolled.serial_number, request.user
+    );
+    if let crate::enroll::SeedOut::File(path) = &enrolled.seed_out {
+        report.push_str(&format!("The seed is in {} (mode 0600).\n", path.display()));
+    }
+    match &enrolled.verified_role {
+        Some(role) => report.push_str(&format!("STS accepted the device: assumed {role}.\n")),
+        None => report.push_str("STS accepts the device's codes about 15 s after enabling.\n"),
+    }
+    report.push_str(&format!(
+        "Put these lines in the daemon's configuration:\n\n{}",
+        enrolled.config_lines()
+    ));
+    // With --seed-out -, standard output carries the seed alone.
+    if enrolled.seed_out == crate::enroll::SeedOut::Stdout {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn resync(
+    config_path: &std::path::Path,
+    access: &crate::enroll::AwsAccess,
+    user: &str,
+    serial: &str,
+    seed_file: &std::path::Path,
+) -> ExitCode {
+    let seed = match crate::enroll::read_seed(seed_file) {
+        Ok(seed) => seed,
+        Err(error) => return fail(&error),
+    };
+    let outcome = match crate::enroll::AwsClients::connect(access, config_path).await {
+        Ok(clients) => crate::enroll::resync(&clients, user, serial, &seed).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(()) => {
+            println!("Resynchronised MFA device {serial} for IAM user {user}.");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+async fn disable(
+    config_path: &std::path::Path,
+    access: &crate::enroll::AwsAccess,
+    user: &str,
+    serial: &str,
+    seed_file: Option<&std::path::Path>,
+    yes_really: bool,
+) -> ExitCode {
+    if !yes_really {
+        // Refused before any credential, seed or network is touched.
+        return fail(&crate::enroll::EnrollError::NotConfirmed {
+            serial_number: serial.to_owned(),
+        });
+    }
+    let seed = match seed_file.map(crate::enroll::read_seed).transpose() {
+        Ok(seed) => seed,
+        Err(error) => return fail(&error),
+    };
+    let request = crate::enroll::DisableRequest {
+        user,
+        serial_number: serial,
+        seed,
+        confirmed: yes_really,
+    };
+    let outcome = match crate::enroll::AwsClients::connect(access, config_path).await {
+        Ok(clients) => crate::enroll::disable(&clients, request).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(()) => {
+            println!("Deactivated and deleted MFA device {serial} of IAM user {user}.");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+fn policy(request: &crate::policy::PolicyRequest, document: Option<&str>) -> ExitCode {
+    let set = match crate::policy::PolicySet::new(request) {
+        Ok(set) => set,
+        Err(error) => return fail(&error),
+    };
+    let json = match document {
+        Some(name) => match set.document(name) {
+            Ok(document) => serde_json::to_string_pretty(document),
+            Err(error) => return fail(&error),
+        },
+        None => serde_json::to_string_pretty(&set),
+    };
+    match json {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
         Err(error) => fail(&error),
     }
 }

@@ -466,14 +466,18 @@ fn validate_aws(raw: RawAws, problems: &mut Problems) -> Option<AwsSettings> {
 
 /// An STS endpoint must be HTTPS, except plain HTTP to this host (the stand-in).
 fn check_endpoint(key: &str, endpoint: &str, problems: &mut Problems) {
+    if let Some(problem) = endpoint_problem(endpoint) {
+        problems.add(key, problem);
+    }
+}
+
+/// What is wrong with an AWS endpoint URL, if anything: it must be HTTPS,
+/// except plain HTTP to this host (the stand-in).
+pub fn endpoint_problem(endpoint: &str) -> Option<String> {
     let Ok(url) = url::Url::parse(endpoint) else {
-        problems.add(
-            key,
-            format!(
-                "{endpoint:?} is not a URL; write it like \"https://sts.us-east-1.amazonaws.com\""
-            ),
-        );
-        return;
+        return Some(format!(
+            "{endpoint:?} is not a URL; write it like \"https://sts.us-east-1.amazonaws.com\""
+        ));
     };
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -482,12 +486,11 @@ fn check_endpoint(key: &str, endpoint: &str, problems: &mut Problems) {
         None => false,
     };
     match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => problems.add(
-            key,
-            format!("{endpoint:?} must use https:// (plain http:// is allowed only to 127.0.0.1 or localhost)"),
-        ),
+        "https" => None,
+        "http" if loopback => None,
+        _ => Some(format!(
+            "{endpoint:?} must use https:// (plain http:// is allowed only to 127.0.0.1 or localhost)"
+        )),
     }
 }
 

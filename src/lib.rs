@@ -20,6 +20,9 @@
 //! - [`demo`]: the daemon against the stand-in, with no AWS account.
 //! - [`client`]: the `credential-process` and `status` commands, which
 //!   talk to a running daemon over its socket.
+//! - [`enroll`]: creating, enabling, resynchronising and removing the
+//!   virtual MFA device through IAM, and storing its seed safely.
+//! - [`policy`]: the IAM policies and trust policy a host needs.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -29,7 +32,9 @@ pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod demo;
+pub mod enroll;
 pub mod metrics;
+pub mod policy;
 pub mod secret;
 pub mod server;
 pub mod session;

@@ -409,10 +409,11 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Learns STS's clock from the `Date` header of every answer, errors included.
+/// Learns STS's clock from the `Date` header of every answer, errors
+/// included. IAM's answers carry the same AWS time, so enrollment uses it too.
 #[derive(Debug)]
-struct DateObserver {
-    clock: Arc<StsClock>,
+pub(crate) struct DateObserver {
+    pub(crate) clock: Arc<StsClock>,
 }
 
 impl Intercept for DateObserver {

@@ -42,6 +42,10 @@ pub const BUDGET_PER_WINDOW: u32 = 6;
 /// STS accepts codes this many steps either side of its time; a counter
 /// must be remembered at least this long after its step.
 const ACCEPTED_STEPS: u64 = 2;
+/// STS's clock is learned from `Date` headers, whole seconds: a code issued
+/// exactly at a new window's start by our estimate may still fall in the
+/// old window by STS's, so a full window is waited out with this margin.
+const WINDOW_MARGIN: Duration = Duration::from_secs(1);
 
 /// One code, good for one STS call.
 pub struct TotpCode {
@@ -99,13 +103,7 @@ struct LedgerState {
 
 impl TotpLedger {
     pub fn new(serial_number: String, seed: &Seed, clock: Arc<StsClock>) -> TotpLedger {
-        let totp = totp_rs::Builder::new()
-            .with_algorithm(totp_rs::Algorithm::SHA1)
-            .with_digits(DIGITS)
-            .with_skew(0)
-            .with_step_duration(STEP_SECONDS)
-            .with_secret(seed.expose_secret())
-            .build_noncompliant();
+        let totp = generator(seed);
         TotpLedger {
             serial_number,
             totp,
@@ -194,7 +192,7 @@ impl LedgerState {
         let window_full = window == self.window && self.issued_in_window >= BUDGET_PER_WINDOW;
         if window < self.blocked_until_window || window_full {
             let next_window = (window + 1).max(self.blocked_until_window);
-            return until(now, next_window * WINDOW_SECONDS);
+            return until(now, next_window * WINDOW_SECONDS) + WINDOW_MARGIN;
         }
         if self.used.contains(&counter) {
             return until(now, (counter + 1) * STEP_SECONDS);
@@ -213,6 +211,30 @@ impl LedgerState {
         }
         self.issued_in_window += 1;
     }
+}
+
+/// The codes of the step before `now` and of the step at `now`: the two
+/// consecutive codes IAM asks for to enable or resynchronise a device, as a
+/// person would type them after watching one code follow another. They
+/// bypass the ledger because IAM's checks are not STS verifications: they
+/// neither consume codes for STS nor count against its budget.
+pub fn consecutive_codes(seed: &Seed, now: SystemTime) -> [TotpCode; 2] {
+    let totp = generator(seed);
+    let current = unix_seconds(now) / STEP_SECONDS;
+    [current.saturating_sub(1), current].map(|counter| TotpCode {
+        counter,
+        code: SecretString::from(totp.generate(counter * STEP_SECONDS).to_string()),
+    })
+}
+
+fn generator(seed: &Seed) -> totp_rs::Totp {
+    totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(DIGITS)
+        .with_skew(0)
+        .with_step_duration(STEP_SECONDS)
+        .with_secret(seed.expose_secret())
+        .build_noncompliant()
 }
 
 /// The time from `now` to the epoch second `target`, at least a millisecond.
@@ -292,6 +314,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn after_a_full_window_the_next_code_waits_past_its_start_by_the_margin() {
+        let ledger = ledger_at(1_800_000_000); // the start of a step and a window
+        let started = tokio::time::Instant::now();
+        for _ in 0..BUDGET_PER_WINDOW {
+            ledger.next_code().await;
+        }
+        ledger.next_code().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(WINDOW_SECONDS) + WINDOW_MARGIN
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_clock_moved_back_never_brings_a_used_counter_back() {
         let host = Arc::new(TokioClock::starting_at(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
@@ -354,6 +390,16 @@ mod tests {
             locked_kb.is_some_and(|kb| kb > 0),
             "the mapping holding the seed has {locked_kb:?} kB locked"
         );
+    }
+
+    #[test]
+    fn consecutive_codes_are_the_previous_and_the_current_step() {
+        let seed: Seed = SecretSlice::from(b"12345678901234567890".to_vec());
+        // RFC 6238 appendix B: 1111111109 is in step 37037036.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_111_111_109);
+        let [first, second] = consecutive_codes(&seed, now);
+        assert_eq!((first.counter, second.counter), (37_037_035, 37_037_036));
+        assert_eq!(second.expose(), "081804");
     }
 
     #[test]

@@ -66,21 +66,18 @@ struct DeviceLedger {
 impl MfaRegistry {
     /// Adds a device, replacing any device with the same serial number.
     pub(super) fn add(&mut self, serial_number: &str, seed: &[u8]) {
-        // Real seeds are 40 bytes; shorter test seeds are accepted rather than
-        // refused, since judging seed strength is not the stand-in's job.
-        let totp = totp_rs::Builder::new()
-            .with_algorithm(Algorithm::SHA1)
-            .with_digits(DIGITS)
-            .with_step_duration(STEP_SECS)
-            .with_skew(0)
-            .with_secret(seed.to_vec())
-            .build_noncompliant();
+        let totp = generator(seed);
         let ledger = DeviceLedger {
             totp,
             used_steps: BTreeSet::new(),
             verifications_by_window: BTreeMap::new(),
         };
         self.devices.insert(serial_number.to_owned(), ledger);
+    }
+
+    /// Forgets a device, so STS no longer accepts its codes.
+    pub(super) fn remove(&mut self, serial_number: &str) {
+        self.devices.remove(serial_number);
     }
 
     /// Verifies `code` for the device `serial_number` at `now_secs` (Unix seconds).
@@ -105,6 +102,29 @@ impl MfaRegistry {
         };
         Verification { verdict, in_window }
     }
+}
+
+/// Whether `first` and `second` are the codes of two consecutive steps,
+/// both within ±2 steps of `now_secs`: what IAM asks to enable or
+/// resynchronise a device. These checks spend nothing from STS's budget.
+pub(super) fn are_consecutive_codes(seed: &[u8], first: &str, second: &str, now_secs: u64) -> bool {
+    let totp = generator(seed);
+    let current = now_secs / STEP_SECS;
+    let code_at = |step: u64| totp.generate(step * STEP_SECS).to_string();
+    (current.saturating_sub(SKEW_STEPS)..current + SKEW_STEPS)
+        .any(|step| code_at(step) == first && code_at(step + 1) == second)
+}
+
+fn generator(seed: &[u8]) -> Totp {
+    // Real seeds are 40 bytes; shorter test seeds are accepted rather than
+    // refused, since judging seed strength is not the stand-in's job.
+    totp_rs::Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(DIGITS)
+        .with_step_duration(STEP_SECS)
+        .with_skew(0)
+        .with_secret(seed.to_vec())
+        .build_noncompliant()
 }
 
 impl DeviceLedger {

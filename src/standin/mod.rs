@@ -32,11 +32,17 @@
 //! sleeping. Injected [`Fault`]s are applied before authentication and
 //! validation. [`Stats`] counts every request as it arrives, faulted or not.
 //!
-//! Issued sessions, used codes and counts live in memory for the stand-in's
-//! lifetime. Secrets (keys, tokens, seeds, codes) are never logged. IAM
-//! actions are not served yet.
+//! The same listener answers the IAM calls that enroll, resynchronise and
+//! remove a virtual MFA device (API version `2010-05-08`, told apart by
+//! `Action`; see the `iam` module). A device enabled there is accepted by
+//! the STS side at once, and [`StandIn::virtual_mfa_devices`] lists them.
+//! Injected faults apply to IAM actions as to STS ones.
+//!
+//! Issued sessions, used codes, devices and counts live in memory for the
+//! stand-in's lifetime. Secrets (keys, tokens, seeds, codes) are never logged.
 
 mod faults;
+mod iam;
 mod mfa;
 mod protocol;
 mod sts;
@@ -64,6 +70,7 @@ use tokio::task::JoinHandle;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub use faults::{Fault, FaultKind};
+pub use iam::VirtualMfaDevice;
 
 use faults::FaultQueue;
 use protocol::Params;
@@ -136,6 +143,8 @@ pub struct Stats {
     pub max_verifications_in_window: u64,
     /// AssumeRole requests received per `RoleArn`.
     pub calls_by_role: BTreeMap<String, u64>,
+    /// IAM requests received per action, including faulted and refused ones.
+    pub iam_calls: BTreeMap<String, u64>,
 }
 
 /// What the last authenticated AssumeRole request carried, and how it ended.
@@ -172,6 +181,8 @@ struct Shared {
     clock: Clock,
     check_signing_time: AtomicBool,
     ledger: Mutex<Ledger>,
+    /// IAM's virtual MFA devices; locked after `ledger` when both are needed.
+    iam: Mutex<iam::Directory>,
     faults: Mutex<FaultQueue>,
     /// Becomes `true` (or closes) when the stand-in shuts down; releases hung requests.
     shutdown: watch::Receiver<bool>,
@@ -227,6 +238,7 @@ impl StandIn {
             clock: Clock::default(),
             check_signing_time: AtomicBool::new(false),
             ledger: Mutex::new(ledger),
+            iam: Mutex::new(iam::Directory::default()),
             faults: Mutex::new(FaultQueue::default()),
             shutdown: shutdown_signal.clone(),
         });
@@ -293,6 +305,18 @@ impl StandIn {
         lock(&self.shared.ledger)
             .devices
             .add(&device.serial_number, &device.seed);
+    }
+
+    /// The virtual MFA devices created through IAM, enabled or not.
+    pub fn virtual_mfa_devices(&self) -> Vec<VirtualMfaDevice> {
+        lock(&self.shared.iam).devices()
+    }
+
+    /// Turns on or off refusing DeactivateMFADevice from callers whose
+    /// session did not prove MFA, as the policy `assumed policy` prints
+    /// demands (off at start).
+    pub fn set_mfa_required_to_deactivate(&self, required: bool) {
+        lock(&self.shared.iam).mfa_required_to_deactivate = required;
     }
 
     /// Stops accepting connections, releases hung requests and waits briefly
@@ -374,7 +398,14 @@ async fn answer_with_faults(
     headers: &HeaderMap,
     request_id: &str,
 ) -> Response {
-    lock(&shared.ledger).count_call(action, params);
+    let is_iam = iam::is_iam_action(action);
+    {
+        let mut ledger = lock(&shared.ledger);
+        ledger.count_call(action, params);
+        if is_iam {
+            *ledger.stats.iam_calls.entry(action.to_owned()).or_default() += 1;
+        }
+    }
 
     let fault = lock(&shared.faults).take(action);
     if let Some(kind) = fault
@@ -390,10 +421,31 @@ async fn answer_with_faults(
         check_signing_time: shared.check_signing_time.load(Ordering::Relaxed),
     };
     let now = shared.clock.now();
+    if is_iam {
+        return answer_iam(shared, &request, now, request_id);
+    }
     let outcome = lock(&shared.ledger).answer(&shared.account, &request, now);
     match outcome {
         Ok(reply) => xml_response(StatusCode::OK, reply.render(request_id), request_id),
         Err(error) => error_response(error.status(), error.code(), &error.to_string(), request_id),
+    }
+}
+
+fn answer_iam(
+    shared: &Shared,
+    request: &Request<'_>,
+    now: std::time::SystemTime,
+    request_id: &str,
+) -> Response {
+    let mut ledger = lock(&shared.ledger);
+    let mut directory = lock(&shared.iam);
+    match iam::answer(&mut ledger, &mut directory, &shared.account, request, now) {
+        Ok(reply) => xml_response(StatusCode::OK, reply.render(request_id), request_id),
+        Err(error) => {
+            let body =
+                iam::render_error(error.status(), error.code(), &error.to_string(), request_id);
+            xml_response(error.status(), body, request_id)
+        }
     }
 }
 

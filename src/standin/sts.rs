@@ -38,7 +38,7 @@ const SESSION_TOKEN_SECS: RangeInclusive<u64> = 900..=129_600;
 /// GetSessionToken's DurationSeconds when none is given (12 h).
 const SESSION_TOKEN_DEFAULT_SECS: u64 = 43_200;
 /// The IAM user that owns the long-term key and the MFA devices.
-const USER_NAME: &str = "svc";
+pub(super) const USER_NAME: &str = "svc";
 /// Characters of IAM ids and access key ids after their four-letter prefix.
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 /// Characters of secret keys and session tokens (base64's).
@@ -339,6 +339,25 @@ impl Ledger {
             return Err(StsError::ExpiredSession);
         }
         Ok(session.caller.clone())
+    }
+
+    /// Whether the session `access_key_id` (sent with `token`) proved MFA,
+    /// for the IAM side, which accepts the sessions STS issued.
+    pub(super) fn session_mfa_authenticated(
+        &self,
+        access_key_id: &str,
+        token: Option<&str>,
+        now: SystemTime,
+    ) -> Result<bool, StsError> {
+        let session = self
+            .sessions
+            .get(access_key_id)
+            .filter(|session| token == Some(session.session_token.as_str()))
+            .ok_or(StsError::UnknownAccessKey)?;
+        if now >= session.expires_at {
+            return Err(StsError::ExpiredSession);
+        }
+        Ok(session.caller.mfa_authenticated())
     }
 
     /// AssumeRole, leaving a record of what arrived and how it ended.

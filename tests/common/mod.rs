@@ -120,6 +120,34 @@ impl Setup {
         }
     }
 
+    /// Points the configuration at another MFA device and seed file, such as
+    /// one `assumed enroll` just created.
+    pub fn use_device(&self, serial: &str, seed_path: &Path) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let old_seed = format!(
+            "seed_file = \"{}\"",
+            self.dir.path().join("totp-seed").display()
+        );
+        assert!(text.contains(&old_seed), "{text}");
+        let text = text
+            .replacen(
+                &format!("serial_number = \"{SERIAL}\""),
+                &format!("serial_number = \"{serial}\""),
+                1,
+            )
+            .replacen(
+                &old_seed,
+                &format!("seed_file = \"{}\"", seed_path.display()),
+                1,
+            );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// The long-term key file the stand-in accepts.
+    pub fn credentials_file(&self) -> PathBuf {
+        self.dir.path().join("aws-credentials")
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(&self.token_file).unwrap()
     }
