@@ -14,6 +14,8 @@
 //! - [`session`]: per-role state and the refresher that keeps it fresh.
 //! - [`server`]: the router, its guards, and the Unix and TCP listeners.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
+//! - [`systemd`]: readiness, status and watchdog notifications, and
+//!   sockets passed by socket activation.
 //! - [`daemon`]: wires the above together and runs it.
 //! - [`standin`]: a local STS that speaks the real protocol, for `demo`
 //!   and the tests.
