@@ -37,6 +37,8 @@ pub const BUDGET_PER_WINDOW: u32 = 6;
 /// STS accepts codes this many steps either side of its time; a counter
 /// must be remembered at least this long after its step.
 const ACCEPTED_STEPS: u64 = 2;
+/// Counters at which two seeds are compared (codes long past, never presented).
+const SEED_CHECK_COUNTERS: [u64; 3] = [1, 1_000, 1_000_000];
 
 /// One code, good for one STS call.
 pub struct TotpCode {
@@ -94,13 +96,7 @@ struct LedgerState {
 
 impl TotpLedger {
     pub fn new(serial_number: String, seed: &Seed, clock: Arc<StsClock>) -> TotpLedger {
-        let totp = totp_rs::Builder::new()
-            .with_algorithm(totp_rs::Algorithm::SHA1)
-            .with_digits(DIGITS)
-            .with_skew(0)
-            .with_step_duration(STEP_SECONDS)
-            .with_secret(seed.expose_secret())
-            .build_noncompliant();
+        let totp = generator(seed);
         TotpLedger {
             serial_number,
             totp,
@@ -113,6 +109,17 @@ impl TotpLedger {
 
     pub fn serial_number(&self) -> &str {
         &self.serial_number
+    }
+
+    /// Whether `seed` is this ledger's seed (a reload re-reads it): the two
+    /// agree on codes for several fixed counters, which different seeds do
+    /// with a chance of about one in 10^18.
+    pub fn has_seed(&self, seed: &Seed) -> bool {
+        let other = generator(seed);
+        SEED_CHECK_COUNTERS.iter().all(|&counter| {
+            let time = counter * STEP_SECONDS;
+            self.totp.generate(time) == other.generate(time)
+        })
     }
 
     /// Waits until a code may be used, marks it used and returns it.
@@ -201,6 +208,17 @@ impl LedgerState {
         }
         self.issued_in_window += 1;
     }
+}
+
+/// AWS's code generator for `seed`.
+fn generator(seed: &Seed) -> totp_rs::Totp {
+    totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(DIGITS)
+        .with_skew(0)
+        .with_step_duration(STEP_SECONDS)
+        .with_secret(seed.expose_secret())
+        .build_noncompliant()
 }
 
 /// The time from `now` to the epoch second `target`, at least a millisecond.
@@ -298,6 +316,15 @@ mod tests {
             first.counter,
             second.counter
         );
+    }
+
+    #[test]
+    fn a_ledger_recognises_its_own_seed_and_no_other() {
+        let ledger = ledger_at(1_800_000_000);
+        let same: Seed = SecretSlice::from(b"12345678901234567890".to_vec());
+        let other: Seed = SecretSlice::from(b"12345678901234567891".to_vec());
+        assert!(ledger.has_seed(&same));
+        assert!(!ledger.has_seed(&other));
     }
 
     #[test]

@@ -223,6 +223,7 @@ impl StandIn {
                 access_key_id: config.access_key_id.clone(),
                 account_id: config.account_id.clone(),
                 session_lifetime: config.session_lifetime,
+                role_session_lifetime: Mutex::new(None),
             },
             clock: Clock::default(),
             check_signing_time: AtomicBool::new(false),
@@ -267,6 +268,13 @@ impl StandIn {
             .clock
             .offset_secs
             .store(offset_secs, Ordering::Relaxed);
+    }
+
+    /// Makes AssumeRole sessions issued from now on last `lifetime` (`None`:
+    /// back to [`StandInConfig::session_lifetime`]), so role sessions can be
+    /// shorter than the GetSessionToken sessions they are chained from.
+    pub fn set_role_session_lifetime(&self, lifetime: Option<Duration>) {
+        *lock(&self.shared.account.role_session_lifetime) = lifetime;
     }
 
     /// Turns on or off refusing requests signed more than 5 minutes away from
