@@ -324,7 +324,7 @@ impl Daemon {
                 let lines: Vec<&str> = problems
                     .iter()
                     .flat_map(|problem| problem.lines())
-                    .map(str::trim)
+                    .map(|line| line.trim().trim_start_matches("- "))
                     .filter(|line| !line.is_empty())
                     .collect();
                 for line in &lines {

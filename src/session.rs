@@ -740,23 +740,33 @@ async fn sleep_until(
         if nudges.retry.swap(false, Ordering::Relaxed) {
             return true;
         }
+        // A session refused earlier is never usable, so this is a new one
+        // (possibly one that arrived before this wait began).
+        if let Some(updates) = mfa_updates.as_deref_mut()
+            && updates
+                .borrow_and_update()
+                .usable(clock.host_now())
+                .is_some()
+        {
+            return true;
+        }
         let left = at.duration_since(clock.host_now()).unwrap_or_default();
         if left.is_zero() {
             return true;
         }
         let mfa_changed = async {
-            let Some(updates) = mfa_updates.as_deref_mut() else {
-                return std::future::pending().await;
+            let closed = match mfa_updates.as_deref_mut() {
+                Some(updates) => updates.changed().await.is_err(),
+                None => true,
             };
-            if updates.changed().await.is_err() {
-                return std::future::pending().await;
+            if closed {
+                std::future::pending::<()>().await;
             }
-            updates.borrow().usable(clock.host_now()).is_some()
         };
         tokio::select! {
             () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
             () = nudges.wake.notified() => {}
-            usable = mfa_changed => if usable { return true },
+            () = mfa_changed => {}
             () = stop.cancelled() => return false,
         }
     }

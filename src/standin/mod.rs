@@ -277,6 +277,12 @@ impl StandIn {
         *lock(&self.shared.account.role_session_lifetime) = lifetime;
     }
 
+    /// Revokes every session issued by GetSessionToken so far; role sessions
+    /// stay valid.
+    pub fn revoke_session_tokens(&self) {
+        lock(&self.shared.ledger).revoke_session_tokens();
+    }
+
     /// Turns on or off refusing requests signed more than 5 minutes away from
     /// the stand-in's clock (off at start).
     pub fn set_signing_time_check(&self, enabled: bool) {

@@ -256,6 +256,13 @@ impl Ledger {
         }
     }
 
+    /// Forgets every GetSessionToken session, as if revoked: calls signed
+    /// with one are refused as `InvalidClientTokenId`.
+    pub(super) fn revoke_session_tokens(&mut self) {
+        self.sessions
+            .retain(|_, session| !matches!(session.caller, Caller::UserSession { .. }));
+    }
+
     /// Counts a request as it arrives, before faults, authentication or validation.
     pub(super) fn count_call(&mut self, action: &str, params: &Params) {
         match Action::parse(action) {
