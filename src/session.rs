@@ -20,8 +20,9 @@
 //!   with it by role chaining, without a code. A role that finds no usable
 //!   MFA session waits for the next one; a role call refused because the MFA
 //!   session expired or was revoked asks the MFA session's refresher for a
-//!   new one (once: a second refusal in a row waits [`SLOW_RETRY`]) rather
-//!   than spending codes itself.
+//!   new one, once per refused session (sessions refused again and again
+//!   before any role used them are fetched with backoff), rather than
+//!   spending codes itself.
 //!
 //! Failures are retried according to their [`FailureClass`]: a rejected
 //! code at the next TOTP step, a spent MFA budget at the next window
@@ -569,14 +570,33 @@ impl Refresher {
             if !sleep_until(&self.clock, next_attempt, &mfa.nudges, None, &stop).await {
                 return;
             }
-            // A session refused twice in a row is not a matter of one
-            // expired session: do not spend a code on it more often than this.
-            if mfa.rejections_in_a_row.load(Ordering::Relaxed) > 1
+            // Sessions refused again and again, before any role could use
+            // them, are not a matter of one expired session: back off as
+            // for an outage rather than spend a code every step.
+            let refusals = mfa.rejections_in_a_row.load(Ordering::Relaxed);
+            if refusals > 1
                 && let Some(wait) = last_call
-                    .map(|at| SLOW_RETRY.saturating_sub(at.elapsed()))
+                    .map(|at| {
+                        let delay = retry_delay(FailureClass::Throttled, refusals - 1);
+                        delay.saturating_sub(at.elapsed())
+                    })
                     .filter(|wait| !wait.is_zero())
             {
-                next_attempt = self.clock.host_now() + wait;
+                let now = self.clock.host_now();
+                next_attempt = now + wait;
+                tracing::warn!(
+                    refusals,
+                    next_attempt = %rfc3339(next_attempt),
+                    "STS refused new MFA sessions repeatedly; backing off before spending another code on one"
+                );
+                mfa.update(|state| {
+                    state.fetching = false;
+                    state.last_error = Some(RefreshFailure {
+                        class: FailureClass::InvalidKey,
+                        message: format!("STS refused {refusals} MFA sessions in a row"),
+                        at: now,
+                    });
+                });
                 continue;
             }
             mfa.update(|state| state.fetching = true);

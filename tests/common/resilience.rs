@@ -121,8 +121,9 @@ pub async fn wait_until_healthy(daemon: &Daemon, limit: Duration) -> Duration {
 /// One answer a [`Poller`] got.
 #[derive(Clone, Debug)]
 pub struct Observation {
-    /// When the request was sent.
+    /// When the request was sent, on the monotonic and on the wall clock.
     pub sent: Instant,
+    pub sent_at: SystemTime,
     pub latency: Duration,
     pub status: u16,
     pub access_key_id: Option<String>,
@@ -206,11 +207,12 @@ impl Poller {
 
 /// One request, checked.
 pub async fn ask(addr: SocketAddr, path: &str, token: &str) -> Observation {
-    let sent = Instant::now();
+    let (sent, sent_at) = (Instant::now(), SystemTime::now());
     let (status, body) = get_with_token(addr, path, token).await;
     let received = SystemTime::now();
     let mut observation = Observation {
         sent,
+        sent_at,
         latency: sent.elapsed(),
         status,
         access_key_id: None,
