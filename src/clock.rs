@@ -124,6 +124,78 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Notices the host's wall clock being set: stepped by an operator or by
+/// NTP, or moved forward when the host resumes from suspend.
+///
+/// It is a `CLOCK_REALTIME` timerfd armed far in the future with
+/// `TFD_TIMER_CANCEL_ON_SET`: the kernel cancels it, and a read fails with
+/// `ECANCELED`, whenever the clock is set discontinuously (and, on current
+/// kernels, on resume). Setting the clock needs `CAP_SYS_TIME`, so the
+/// test suite cannot exercise it; where it is unavailable the refreshers'
+/// bounded sleeps still notice a jump within a minute.
+#[derive(Debug)]
+pub struct ClockJumps {
+    timer: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl ClockJumps {
+    pub fn new() -> std::io::Result<ClockJumps> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        let timer = timerfd_create(
+            TimerfdClockId::Realtime,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        arm(&timer)?;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it
+        // until dropped, so the descriptor stays open and the same.
+        let timer = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(timer, tokio::io::Interest::READABLE)
+        }?;
+        Ok(ClockJumps { timer })
+    }
+
+    /// Resolves the next time the wall clock is set.
+    pub async fn next(&mut self) -> std::io::Result<()> {
+        loop {
+            let mut ready = self.timer.readable().await?;
+            let mut expirations = [0u8; 8];
+            match rustix::io::read(self.timer.get_ref(), &mut expirations) {
+                Err(rustix::io::Errno::CANCELED) => {
+                    arm(self.timer.get_ref())?;
+                    return Ok(());
+                }
+                Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+                Err(error) => return Err(error.into()),
+                // The far-future expiry came (a clock set past 2106): re-arm.
+                Ok(_) => arm(self.timer.get_ref())?,
+            }
+        }
+    }
+}
+
+/// Arms `timer` for 2106 (as far as any 32-bit `time_t` peer agrees),
+/// cancelled when the clock is set.
+fn arm(timer: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let far = Timespec {
+        tv_sec: i64::from(u32::MAX),
+        tv_nsec: 0,
+    };
+    timerfd_settime(
+        timer,
+        TimerfdTimerFlags::ABSTIME | TimerfdTimerFlags::CANCEL_ON_SET,
+        &Itimerspec {
+            it_interval: zero,
+            it_value: far,
+        },
+    )?;
+    Ok(())
+}
+
 /// A clock that follows tokio's (pausable) clock from a fixed start, for tests.
 #[derive(Debug)]
 pub struct TokioClock {

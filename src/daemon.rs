@@ -4,25 +4,51 @@
 //! [`preflight`] loads and checks everything `serve` needs without
 //! touching the network; `check-config` is exactly that. [`Daemon::start`]
 //! binds the listeners (so a bad socket path fails before anything else
-//! happens), starts one refresher per role and the servers, and returns;
-//! [`Daemon::wait`] runs until the stop token is cancelled, then stops
-//! accepting, drains open connections and removes the socket file.
+//! happens), starts one refresher per role (and, in session-token mode, the
+//! MFA session's) and the servers, and returns; [`Daemon::wait`] runs until
+//! the stop token is cancelled, then stops accepting, drains open
+//! connections and removes the socket file.
+//!
+//! SIGHUP reloads: the configuration, the seed and the key are read and
+//! checked again as at start. A new configuration with any problem is
+//! refused, every problem logged, and the running one kept. Otherwise:
+//! - roles whose settings are unchanged keep their slot, their held
+//!   credential and their refresher; roles added or changed get a new slot
+//!   and refresher; roles removed stop being served (404) and their
+//!   refreshers stop;
+//! - a new key or `[aws]` settings take effect on the next STS call;
+//! - a change of `mfa.session` or `refresh.ahead` restarts every
+//!   refresher, keeping the credentials held;
+//! - roles (and the MFA session) whose last attempt failed in a way only an
+//!   operator can fix are retried at once;
+//! - listener settings (`[listen]`) are not applied: sockets are bound once,
+//!   so a log line says to restart;
+//! - a different MFA device (serial number or seed) is refused: the record
+//!   of spent codes belongs to one device, so switching needs a restart.
+//!
+//! systemd hears `RELOADING=1` when a reload starts and `READY=1` when it
+//! is over, whatever its outcome.
+//!
+//! The daemon also watches the wall clock ([`ClockJumps`]) and wakes every
+//! refresher when it is set, so refresh times are re-evaluated at once.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, StsClock, SystemClock};
-use crate::config::Config;
+use crate::clock::{Clock, ClockJumps, StsClock, SystemClock};
+use crate::config::{Config, ListenSettings, RoleName, RoleSpec};
 use crate::metrics::Metrics;
 use crate::secret::{self, LongTermKey, Seed};
 use crate::server::listener::{self, Limits, ListenError};
 use crate::server::{self, ServerState};
-use crate::session::{Refresher, RoleSlot, RoleTable, Store};
+use crate::session::{MfaSession, Refresher, RoleSlot, RoleTable, Store};
 use crate::sts::Sts;
 use crate::systemd::{ListenFds, Notifier};
 use crate::totp::TotpLedger;
@@ -35,6 +61,8 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Everything `serve` needs, loaded and checked.
 pub struct Loaded {
+    /// Where the configuration was read from, to read it again on reload.
+    pub path: PathBuf,
     pub config: Config,
     pub seed: Seed,
     pub key: LongTermKey,
@@ -46,6 +74,8 @@ pub enum DaemonError {
     Preflight(Vec<String>),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("cannot handle SIGHUP for reloading: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 /// Loads the configuration, the seed and the long-term key, reporting every problem found.
@@ -54,7 +84,12 @@ pub fn preflight(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let seed = secret::load_seed(&config.mfa.seed);
     let key = secret::load_long_term_key(&config.aws.credentials, &config.aws.profile);
     match (seed, key) {
-        (Ok(seed), Ok(key)) => Ok(Loaded { config, seed, key }),
+        (Ok(seed), Ok(key)) => Ok(Loaded {
+            path: config_path.to_owned(),
+            config,
+            seed,
+            key,
+        }),
         (seed, key) => Err([seed.err(), key.err()]
             .into_iter()
             .flatten()
@@ -76,6 +111,20 @@ pub struct Daemon {
     stop: CancellationToken,
     tasks: TaskTracker,
     servers: TaskTracker,
+    running: Running,
+    hangups: Signal,
+}
+
+/// What a reload compares the new configuration with, and replaces.
+struct Running {
+    path: PathBuf,
+    /// The configuration in effect (its `[listen]` part is the one bound at start).
+    config: Config,
+    clock: Arc<StsClock>,
+    metrics: Arc<Metrics>,
+    refresher: Arc<Refresher>,
+    mfa_task: CancellationToken,
+    role_tasks: BTreeMap<RoleName, CancellationToken>,
 }
 
 impl Daemon {
@@ -90,7 +139,14 @@ impl Daemon {
         inherited: ListenFds,
         stop: CancellationToken,
     ) -> Result<Daemon, DaemonError> {
-        let Loaded { config, seed, key } = loaded;
+        let Loaded {
+            path,
+            config,
+            seed,
+            key,
+        } = loaded;
+        // Before anything is announced, so an early SIGHUP never kills the daemon.
+        let hangups = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
         let host: Arc<dyn Clock> = Arc::new(SystemClock);
         let clock = Arc::new(StsClock::new(host));
         let ledger = Arc::new(TotpLedger::new(
@@ -127,30 +183,34 @@ impl Daemon {
             listen.socket_group,
         )?;
 
+        let mfa_session = mfa_session(&config);
         let mut table = RoleTable {
             default: config.default_role.clone(),
+            mfa_session: mfa_session.clone(),
             ..RoleTable::default()
         };
         for spec in &config.roles {
-            let mut slot = RoleSlot::new(spec.clone());
-            if let Some(path) = &spec.token_file {
-                slot.token = Some(listener::load_or_create_token(
-                    "role.token_file",
-                    path,
-                    listen.socket_group,
-                )?);
-            }
-            table.roles.insert(spec.name.clone(), Arc::new(slot));
+            table
+                .roles
+                .insert(spec.name.clone(), Arc::new(new_slot(spec, listen)?));
         }
         let slots: Vec<Arc<RoleSlot>> = table.roles.values().cloned().collect();
         let store = Arc::new(Store::new(table));
         let metrics = Arc::new(Metrics::new(store.clone(), ledger.clone(), clock.clone()));
-        let sts = sts.with_metrics(metrics.clone());
+        let refresher = Arc::new(Refresher::new(
+            sts.with_metrics(metrics.clone()),
+            ledger.clone(),
+            clock.clone(),
+            config.refresh.ahead,
+            config.roles.len(),
+            mfa_session,
+            metrics.clone(),
+        ));
 
         let state = Arc::new(ServerState {
             store: store.clone(),
             clock: clock.clone(),
-            ledger: ledger.clone(),
+            ledger,
             token,
             listen: listen.clone(),
             metrics: metrics.clone(),
@@ -181,21 +241,30 @@ impl Daemon {
                 .as_deref()
                 .unwrap_or("-"),
             roles = slots.len(),
+            mfa_session = config
+                .mfa
+                .session
+                .map(|d| humantime::format_duration(d).to_string())
+                .as_deref()
+                .unwrap_or("-"),
             "listening"
         );
 
-        let refresher = Arc::new(Refresher {
-            sts,
-            ledger,
-            clock,
-            ahead: config.refresh.ahead,
-            sharing: slots.len(),
-            metrics,
-        });
         let tasks = TaskTracker::new();
+        let mut running = Running {
+            path,
+            config,
+            clock,
+            metrics: metrics.clone(),
+            refresher,
+            mfa_task: CancellationToken::new(),
+            role_tasks: BTreeMap::new(),
+        };
+        running.start_mfa_session(&tasks, &stop);
         for slot in &slots {
-            tasks.spawn(refresher.clone().run(slot.clone(), stop.clone()));
+            running.start_role(slot.clone(), &tasks, &stop);
         }
+        tasks.spawn(wake_on_clock_jumps(store.clone(), stop.clone()));
         wait_for_first_attempts(&slots).await;
 
         let notifier = Notifier::from_env().map(Arc::new);
@@ -207,18 +276,29 @@ impl Daemon {
         Ok(Daemon {
             tcp_addr,
             unix_socket: bound_socket,
-            token_file: config.listen.tcp.map(|_| listen.token_file.clone()),
+            token_file: running
+                .config
+                .listen
+                .tcp
+                .map(|_| running.config.listen.token_file.clone()),
             store,
             notifier,
             stop,
             tasks,
             servers,
+            running,
+            hangups,
         })
     }
 
-    /// Runs until stopped, then drains and cleans up.
-    pub async fn wait(self) {
-        self.stop.cancelled().await;
+    /// Runs until stopped, reloading on SIGHUP, then drains and cleans up.
+    pub async fn wait(mut self) {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                _ = self.hangups.recv() => self.reload(),
+            }
+        }
         tracing::info!("stopping: no new connections; draining open ones");
         if let Some(notifier) = &self.notifier {
             notify(notifier.stopping());
@@ -231,6 +311,230 @@ impl Daemon {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("stopped");
+    }
+
+    /// Reads the configuration, seed and key again and applies what changed,
+    /// or keeps everything as it is when anything is wrong.
+    fn reload(&mut self) {
+        if let Some(notifier) = &self.notifier {
+            notify(notifier.reloading());
+        }
+        let path = self.running.path.clone();
+        tracing::info!(config = %path.display(), "received SIGHUP: reloading");
+        match preflight(&path) {
+            Ok(loaded) => {
+                if let Err(problem) = self.apply(loaded) {
+                    tracing::error!(problem = %problem, "reload refused; the running configuration stays in effect");
+                }
+            }
+            Err(problems) => {
+                let lines: Vec<&str> = problems
+                    .iter()
+                    .flat_map(|problem| problem.lines())
+                    .map(|line| line.trim().trim_start_matches("- "))
+                    .filter(|line| !line.is_empty())
+                    .collect();
+                for line in &lines {
+                    tracing::error!(config = %path.display(), problem = %line, "reload refused: problem in the new configuration");
+                }
+                tracing::error!(
+                    config = %path.display(),
+                    "reload refused; the running configuration stays in effect: fix the problems above and reload again"
+                );
+            }
+        }
+        if let Some(notifier) = &self.notifier {
+            notify(notifier.ready());
+        }
+    }
+
+    fn apply(&mut self, loaded: Loaded) -> Result<(), ReloadRefused> {
+        let Loaded {
+            mut config,
+            seed,
+            key,
+            ..
+        } = loaded;
+        let running = &mut self.running;
+        let ledger = running.refresher.ledger().clone();
+        if config.mfa.serial_number != running.config.mfa.serial_number || !ledger.has_seed(&seed) {
+            return Err(ReloadRefused::NewMfaDevice);
+        }
+        drop(seed);
+        if config.listen != running.config.listen {
+            tracing::warn!(
+                "[listen] settings changed; listeners are bound once, so they take effect only on a restart (systemctl restart assumed); keeping the current ones"
+            );
+            config.listen = running.config.listen.clone();
+        }
+
+        // Everything that can fail happens before anything changes.
+        let current = self.store.table();
+        let mut roles = BTreeMap::new();
+        let mut started = Vec::new();
+        for spec in &config.roles {
+            let slot = match current.roles.get(&spec.name) {
+                Some(slot) if slot.spec == *spec => slot.clone(),
+                _ => {
+                    started.push(spec.name.clone());
+                    Arc::new(new_slot(spec, &config.listen).map_err(ReloadRefused::Token)?)
+                }
+            };
+            roles.insert(spec.name.clone(), slot);
+        }
+        let removed: Vec<RoleName> = current
+            .roles
+            .keys()
+            .filter(|name| !roles.contains_key(*name))
+            .cloned()
+            .collect();
+        drop(current);
+
+        let sts = Sts::new(&config.aws, &key, running.clock.clone())
+            .with_metrics(running.metrics.clone());
+        drop(key);
+        let restart_all = config.mfa.session != running.config.mfa.session
+            || config.refresh != running.config.refresh;
+        if restart_all {
+            running.refresher = Arc::new(Refresher::new(
+                sts,
+                ledger,
+                running.clock.clone(),
+                config.refresh.ahead,
+                roles.len(),
+                mfa_session(&config),
+                running.metrics.clone(),
+            ));
+        } else {
+            running.refresher.replace_sts(sts);
+            running.refresher.set_sharing(roles.len());
+        }
+
+        self.store.replace(RoleTable {
+            roles: roles.clone(),
+            default: config.default_role.clone(),
+            mfa_session: running.refresher.mfa_session().cloned(),
+        });
+        for name in &removed {
+            if let Some(task) = running.role_tasks.remove(name) {
+                task.cancel();
+            }
+        }
+        if restart_all {
+            running.start_mfa_session(&self.tasks, &self.stop);
+        } else if let Some(mfa) = running.refresher.mfa_session()
+            && mfa.needs_operator()
+        {
+            mfa.retry_now();
+        }
+        let mut retried = Vec::new();
+        for (name, slot) in &roles {
+            if restart_all || started.contains(name) {
+                running.start_role(slot.clone(), &self.tasks, &self.stop);
+            } else if slot.needs_operator() {
+                slot.retry_now();
+                retried.push(name.as_str());
+            }
+        }
+        tracing::info!(
+            roles = roles.len(),
+            started = %names(&started),
+            removed = %names(&removed),
+            retried = %retried.join(","),
+            refreshers_restarted = restart_all,
+            "reloaded"
+        );
+        running.config = config;
+        Ok(())
+    }
+}
+
+/// Why a configuration that passed its checks was still not applied.
+#[derive(Debug, thiserror::Error)]
+enum ReloadRefused {
+    #[error(
+        "mfa.serial_number or the seed changed; switching MFA devices needs a restart (systemctl restart assumed), because the record of spent codes belongs to one device"
+    )]
+    NewMfaDevice,
+    #[error(transparent)]
+    Token(ListenError),
+}
+
+fn names(names: &[RoleName]) -> String {
+    let names: Vec<&str> = names.iter().map(RoleName::as_str).collect();
+    names.join(",")
+}
+
+impl Running {
+    /// Starts `slot`'s refresher, stopping any refresher of the same name.
+    fn start_role(&mut self, slot: Arc<RoleSlot>, tasks: &TaskTracker, stop: &CancellationToken) {
+        let token = stop.child_token();
+        if let Some(previous) = self
+            .role_tasks
+            .insert(slot.spec.name.clone(), token.clone())
+        {
+            previous.cancel();
+        }
+        tasks.spawn(self.refresher.clone().run(slot, token));
+    }
+
+    /// Starts the MFA session's refresher (a no-op without one), stopping the previous one.
+    fn start_mfa_session(&mut self, tasks: &TaskTracker, stop: &CancellationToken) {
+        let token = stop.child_token();
+        std::mem::replace(&mut self.mfa_task, token.clone()).cancel();
+        tasks.spawn(self.refresher.clone().run_mfa_session(token));
+    }
+}
+
+/// The MFA session of session-token mode, if configured.
+fn mfa_session(config: &Config) -> Option<Arc<MfaSession>> {
+    let duration = config.mfa.session?;
+    let account = crate::config::parse_iam_arn(&config.mfa.serial_number, "mfa")
+        .map(|(account, _)| account.to_owned())
+        .unwrap_or_default();
+    Some(Arc::new(MfaSession::new(duration, account)))
+}
+
+/// A slot for `spec`, with its own token loaded (or created) when it has one.
+fn new_slot(spec: &RoleSpec, listen: &ListenSettings) -> Result<RoleSlot, ListenError> {
+    let mut slot = RoleSlot::new(spec.clone());
+    if let Some(path) = &spec.token_file {
+        slot.token = Some(listener::load_or_create_token(
+            "role.token_file",
+            path,
+            listen.socket_group,
+        )?);
+    }
+    Ok(slot)
+}
+
+/// Wakes every refresher when the wall clock is set, so each re-reads it.
+async fn wake_on_clock_jumps(store: Arc<Store>, stop: CancellationToken) {
+    let mut jumps = match ClockJumps::new() {
+        Ok(jumps) => jumps,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the wall clock for jumps; refreshers will notice one within a minute");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            jumped = jumps.next() => if let Err(error) = jumped {
+                tracing::warn!(%error, "stopped watching the wall clock for jumps; refreshers will notice one within a minute");
+                return;
+            },
+            () = stop.cancelled() => return,
+        }
+        tracing::info!(
+            "the wall clock was set or the host resumed; re-evaluating every refresh time"
+        );
+        let table = store.table();
+        for slot in table.roles.values() {
+            slot.wake();
+        }
+        if let Some(mfa) = &table.mfa_session {
+            mfa.wake();
+        }
     }
 }
 

@@ -56,7 +56,7 @@ use crate::clock::StsClock;
 use crate::config::{ListenSettings, RoleName};
 use crate::credential::rfc3339;
 use crate::metrics::{CountRequestsLayer, Metrics};
-use crate::session::{FIRST_CREDENTIAL_WAIT, RoleSlot, Store};
+use crate::session::{FIRST_CREDENTIAL_WAIT, MfaSession, RoleSlot, Store};
 use crate::totp::TotpLedger;
 
 pub mod listener;
@@ -456,6 +456,7 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
             "codes_used": ledger.codes_issued,
             "codes_used_this_window": ledger.issued_this_window,
         },
+        "mfa_session": table.mfa_session.as_deref().map(|mfa| mfa_session_health(mfa, now)),
         "roles": roles,
     });
     let status = if all_usable {
@@ -464,6 +465,27 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// Session-token mode's MFA session: when it expires and how its refreshes go.
+fn mfa_session_health(mfa: &MfaSession, now: SystemTime) -> serde_json::Value {
+    let state = mfa.state();
+    json!({
+        "usable": state.usable(now).is_some(),
+        "duration_seconds": mfa.duration.as_secs(),
+        "expires": state.session.as_ref().map(|c| rfc3339(c.expiration)),
+        "expires_in_seconds": state.session.as_ref().map(|c| c.remaining(now).as_secs()),
+        "refused_by_sts": state.rejected,
+        "last_refresh": state.last_refresh.map(rfc3339),
+        "next_refresh": state.next_attempt.map(rfc3339),
+        "refreshes": state.refreshes,
+        "last_error": state.last_error.map(|failure| json!({
+            "class": failure.class.name(),
+            "message": failure.message,
+            "hint": failure.class.hint(),
+            "at": rfc3339(failure.at),
+        })),
+    })
 }
 
 fn role_health(slot: &RoleSlot, usable: bool, now: SystemTime) -> serde_json::Value {

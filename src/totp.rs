@@ -46,6 +46,8 @@ const ACCEPTED_STEPS: u64 = 2;
 /// exactly at a new window's start by our estimate may still fall in the
 /// old window by STS's, so a full window is waited out with this margin.
 const WINDOW_MARGIN: Duration = Duration::from_secs(1);
+/// Counters at which two seeds are compared (codes long past, never presented).
+const SEED_CHECK_COUNTERS: [u64; 3] = [1, 1_000, 1_000_000];
 
 /// One code, good for one STS call.
 pub struct TotpCode {
@@ -123,6 +125,17 @@ impl TotpLedger {
     /// for the ledger's life.
     pub fn lock_seed(&self) -> std::io::Result<()> {
         crate::secret::lock_in_memory(self.totp.secret().as_bytes())
+    }
+
+    /// Whether `seed` is this ledger's seed (a reload re-reads it): the two
+    /// agree on codes for several fixed counters, which different seeds do
+    /// with a chance of about one in 10^18.
+    pub fn has_seed(&self, seed: &Seed) -> bool {
+        let other = generator(seed);
+        SEED_CHECK_COUNTERS.iter().all(|&counter| {
+            let time = counter * STEP_SECONDS;
+            self.totp.generate(time) == other.generate(time)
+        })
     }
 
     /// Waits until a code may be used, marks it used and returns it.
@@ -227,6 +240,7 @@ pub fn consecutive_codes(seed: &Seed, now: SystemTime) -> [TotpCode; 2] {
     })
 }
 
+/// AWS's code generator for `seed`.
 fn generator(seed: &Seed) -> totp_rs::Totp {
     totp_rs::Builder::new()
         .with_algorithm(totp_rs::Algorithm::SHA1)
@@ -400,6 +414,15 @@ mod tests {
         let [first, second] = consecutive_codes(&seed, now);
         assert_eq!((first.counter, second.counter), (37_037_035, 37_037_036));
         assert_eq!(second.expose(), "081804");
+    }
+
+    #[test]
+    fn a_ledger_recognises_its_own_seed_and_no_other() {
+        let ledger = ledger_at(1_800_000_000);
+        let same: Seed = SecretSlice::from(b"12345678901234567890".to_vec());
+        let other: Seed = SecretSlice::from(b"12345678901234567891".to_vec());
+        assert!(ledger.has_seed(&same));
+        assert!(!ledger.has_seed(&other));
     }
 
     #[test]

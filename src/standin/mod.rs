@@ -234,6 +234,7 @@ impl StandIn {
                 access_key_id: config.access_key_id.clone(),
                 account_id: config.account_id.clone(),
                 session_lifetime: config.session_lifetime,
+                role_session_lifetime: Mutex::new(None),
             },
             clock: Clock::default(),
             check_signing_time: AtomicBool::new(false),
@@ -279,6 +280,19 @@ impl StandIn {
             .clock
             .offset_secs
             .store(offset_secs, Ordering::Relaxed);
+    }
+
+    /// Makes AssumeRole sessions issued from now on last `lifetime` (`None`:
+    /// back to [`StandInConfig::session_lifetime`]), so role sessions can be
+    /// shorter than the GetSessionToken sessions they are chained from.
+    pub fn set_role_session_lifetime(&self, lifetime: Option<Duration>) {
+        *lock(&self.shared.account.role_session_lifetime) = lifetime;
+    }
+
+    /// Revokes every session issued by GetSessionToken so far; role sessions
+    /// stay valid.
+    pub fn revoke_session_tokens(&self) {
+        lock(&self.shared.ledger).revoke_session_tokens();
     }
 
     /// Turns on or off refusing requests signed more than 5 minutes away from

@@ -157,6 +157,8 @@ pub(super) struct Account {
     pub(super) access_key_id: String,
     pub(super) account_id: String,
     pub(super) session_lifetime: Option<Duration>,
+    /// Overrides `session_lifetime` for AssumeRole sessions.
+    pub(super) role_session_lifetime: std::sync::Mutex<Option<Duration>>,
 }
 
 impl Account {
@@ -252,6 +254,13 @@ impl Ledger {
             role_ids: HashMap::new(),
             user_id: format!("AIDA{}", protocol::random_string(ID_ALPHABET, 17)),
         }
+    }
+
+    /// Forgets every GetSessionToken session, as if revoked: calls signed
+    /// with one are refused as `InvalidClientTokenId`.
+    pub(super) fn revoke_session_tokens(&mut self) {
+        self.sessions
+            .retain(|_, session| !matches!(session.caller, Caller::UserSession { .. }));
     }
 
     /// Counts a request as it arrives, before faults, authentication or validation.
@@ -526,7 +535,8 @@ impl Ledger {
     }
 
     /// Issues and remembers a session for `caller` lasting `duration_secs`,
-    /// or the configured lifetime if one is set.
+    /// or the configured lifetime (for role sessions, the role session
+    /// lifetime first) if one is set.
     fn issue(
         &mut self,
         account: &Account,
@@ -534,8 +544,12 @@ impl Ledger {
         duration_secs: u64,
         now: SystemTime,
     ) -> IssuedCredentials {
-        let lifetime = account
-            .session_lifetime
+        let role_lifetime = match caller {
+            Caller::RoleSession(_) => *super::lock(&account.role_session_lifetime),
+            Caller::User | Caller::UserSession { .. } => None,
+        };
+        let lifetime = role_lifetime
+            .or(account.session_lifetime)
             .unwrap_or(Duration::from_secs(duration_secs));
         // Whole seconds, so the expiry the client reads is exactly the one enforced.
         let expiration = UNIX_EPOCH + Duration::from_secs(unix_secs(now + lifetime));

@@ -621,6 +621,41 @@ async fn the_session_lifetime_overrides_the_requested_duration() {
 }
 
 #[tokio::test]
+async fn role_sessions_can_be_made_shorter_than_the_session_token_they_are_chained_from() {
+    let mut config = config();
+    config.session_lifetime = Some(Duration::from_secs(600));
+    let stand_in = start(config).await;
+    stand_in.set_role_session_lifetime(Some(Duration::from_secs(150)));
+    let expires_in = |expiration: aws_smithy_types::DateTime| {
+        SystemTime::try_from(expiration)
+            .expect("a time")
+            .duration_since(stand_in.shared.clock.now())
+            .expect("in the future")
+    };
+
+    let output = long_term_client(&stand_in)
+        .get_session_token()
+        .serial_number(SERIAL)
+        .token_code(code(&stand_in, 0))
+        .send()
+        .await
+        .expect("session token");
+    let session = output.credentials().expect("credentials");
+    assert!(expires_in(*session.expiration()) > Duration::from_secs(590));
+    let role = session_client(&stand_in, session)
+        .assume_role()
+        .role_arn(ROLE_ARN)
+        .role_session_name("chained")
+        .send()
+        .await
+        .expect("chained role");
+    let role_expires_in = expires_in(*role.credentials().expect("credentials").expiration());
+    assert!(
+        role_expires_in <= Duration::from_secs(150) && role_expires_in > Duration::from_secs(140)
+    );
+}
+
+#[tokio::test]
 async fn optional_assume_role_parameters_arrive_and_are_recorded() {
     let stand_in = start(config()).await;
     let tag = Tag::builder().key("host").value("a").build().expect("tag");

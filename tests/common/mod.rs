@@ -177,16 +177,21 @@ impl Daemon {
     }
 
     pub fn start_with_log_level(config: &Path, level: &str) -> Daemon {
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", level)
             .env_remove("ASSUMED_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        Daemon::spawn(command)
+    }
+
+    /// Runs `command` (which must pipe stderr) and waits for its `listening` line.
+    pub fn spawn(mut command: Command) -> Daemon {
+        let mut child = command.spawn().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (found, listening) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
