@@ -10,7 +10,9 @@
 //! - at most one code per 30-second step, so callers queue and are served in
 //!   order, one step apart; this also staggers roles that start together;
 //! - at most [`BUDGET_PER_WINDOW`] codes per 3-minute window, and none at
-//!   all until the next window after STS reports the budget spent.
+//!   all until the next window after STS reports the budget spent; none
+//!   within a second of a window boundary, since STS's time is known only
+//!   to about half a second.
 //!
 //! A caller that cannot have a code now waits for the step or window in
 //! which it can; it never fails. Codes are computed on STS's clock
@@ -42,10 +44,12 @@ pub const BUDGET_PER_WINDOW: u32 = 6;
 /// STS accepts codes this many steps either side of its time; a counter
 /// must be remembered at least this long after its step.
 const ACCEPTED_STEPS: u64 = 2;
-/// STS's clock is learned from `Date` headers, whole seconds: a code issued
-/// exactly at a new window's start by our estimate may still fall in the
-/// old window by STS's, so a full window is waited out with this margin.
-const WINDOW_MARGIN: Duration = Duration::from_secs(1);
+/// STS's time is known to about half a second (a `Date` header has
+/// one-second resolution), so no code is issued this close to a window
+/// boundary, where STS could count it in the neighbouring window. Callers
+/// that waited for a window or a step would otherwise all land exactly on
+/// the boundary.
+const BOUNDARY_GUARD: Duration = Duration::from_secs(1);
 /// Counters at which two seeds are compared (codes long past, never presented).
 const SEED_CHECK_COUNTERS: [u64; 3] = [1, 1_000, 1_000_000];
 
@@ -199,13 +203,17 @@ impl TotpLedger {
 impl LedgerState {
     /// How long until a code may be issued at `now` (zero: now).
     fn wait_before_issue(&self, now: SystemTime) -> Duration {
+        let guard = near_window_boundary(now);
+        if !guard.is_zero() {
+            return guard;
+        }
         let seconds = unix_seconds(now);
         let window = seconds / WINDOW_SECONDS;
         let counter = seconds / STEP_SECONDS;
         let window_full = window == self.window && self.issued_in_window >= BUDGET_PER_WINDOW;
         if window < self.blocked_until_window || window_full {
             let next_window = (window + 1).max(self.blocked_until_window);
-            return until(now, next_window * WINDOW_SECONDS) + WINDOW_MARGIN;
+            return until(now, next_window * WINDOW_SECONDS);
         }
         if self.used.contains(&counter) {
             return until(now, (counter + 1) * STEP_SECONDS);
@@ -238,6 +246,23 @@ pub fn consecutive_codes(seed: &Seed, now: SystemTime) -> [TotpCode; 2] {
         counter,
         code: SecretString::from(totp.generate(counter * STEP_SECONDS).to_string()),
     })
+}
+
+/// How long to wait when `now` is within [`BOUNDARY_GUARD`] of a window
+/// boundary: until that much past it (zero otherwise).
+fn near_window_boundary(now: SystemTime) -> Duration {
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let window = Duration::from_secs(WINDOW_SECONDS);
+    let into_window = Duration::from_nanos((since_epoch.as_nanos() % window.as_nanos()) as u64);
+    if into_window < BOUNDARY_GUARD {
+        BOUNDARY_GUARD - into_window
+    } else if into_window > window - BOUNDARY_GUARD {
+        window - into_window + BOUNDARY_GUARD
+    } else {
+        Duration::ZERO
+    }
 }
 
 /// AWS's code generator for `seed`.
@@ -328,7 +353,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn after_a_full_window_the_next_code_waits_past_its_start_by_the_margin() {
+    async fn after_a_full_window_the_next_code_waits_past_its_start_by_the_guard() {
         let ledger = ledger_at(1_800_000_000); // the start of a step and a window
         let started = tokio::time::Instant::now();
         for _ in 0..BUDGET_PER_WINDOW {
@@ -337,7 +362,7 @@ mod tests {
         ledger.next_code().await;
         assert_eq!(
             started.elapsed(),
-            Duration::from_secs(WINDOW_SECONDS) + WINDOW_MARGIN
+            Duration::from_secs(WINDOW_SECONDS) + BOUNDARY_GUARD
         );
     }
 
@@ -359,6 +384,26 @@ mod tests {
             "{} then {}",
             first.counter,
             second.counter
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_code_is_issued_within_a_second_of_a_window_boundary() {
+        // Half a second before a window ends.
+        let window_end = (1_800_000_000 / WINDOW_SECONDS + 1) * WINDOW_SECONDS;
+        let ledger = ledger_at(window_end - 1);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let started = tokio::time::Instant::now();
+        let code = ledger.next_code().await;
+        assert_eq!(
+            code.counter * STEP_SECONDS,
+            window_end,
+            "issued in the new window"
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(1500),
+            "a second past the boundary"
         );
     }
 
