@@ -23,8 +23,9 @@
 //!   operator can fix are retried at once;
 //! - listener settings (`[listen]`) are not applied: sockets are bound once,
 //!   so a log line says to restart;
-//! - a different MFA device (serial number or seed) is refused: the record
-//!   of spent codes belongs to one device, so switching needs a restart.
+//! - a different MFA device (serial number or seed) gets a ledger of its
+//!   own, and every refresher restarts on it while the credentials held
+//!   keep being served, so a seed is rotated without a gap.
 //!
 //! systemd hears `RELOADING=1` when a reload starts and `READY=1` when it
 //! is over, whatever its outcome.
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,7 +53,7 @@ use crate::server::{self, ServerState};
 use crate::session::{MfaSession, Refresher, RoleSlot, RoleTable, Store};
 use crate::sts::Sts;
 use crate::systemd::{ListenFds, Notifier};
-use crate::totp::TotpLedger;
+use crate::totp::{CurrentLedger, TotpLedger};
 
 /// How long start-up waits for the first attempts before calling itself
 /// ready (with 503s for roles still waiting for a code).
@@ -122,6 +124,8 @@ struct Running {
     config: Config,
     clock: Arc<StsClock>,
     metrics: Arc<Metrics>,
+    /// Shared with health and metrics; replaced when the device changes.
+    ledger: CurrentLedger,
     refresher: Arc<Refresher>,
     mfa_task: CancellationToken,
     role_tasks: BTreeMap<RoleName, CancellationToken>,
@@ -196,7 +200,12 @@ impl Daemon {
         }
         let slots: Vec<Arc<RoleSlot>> = table.roles.values().cloned().collect();
         let store = Arc::new(Store::new(table));
-        let metrics = Arc::new(Metrics::new(store.clone(), ledger.clone(), clock.clone()));
+        let current_ledger: CurrentLedger = Arc::new(ArcSwap::new(ledger.clone()));
+        let metrics = Arc::new(Metrics::new(
+            store.clone(),
+            current_ledger.clone(),
+            clock.clone(),
+        ));
         let refresher = Arc::new(Refresher::new(
             sts.with_metrics(metrics.clone()),
             ledger.clone(),
@@ -210,7 +219,7 @@ impl Daemon {
         let state = Arc::new(ServerState {
             store: store.clone(),
             clock: clock.clone(),
-            ledger,
+            ledger: current_ledger.clone(),
             token,
             listen: listen.clone(),
             metrics: metrics.clone(),
@@ -256,6 +265,7 @@ impl Daemon {
             config,
             clock,
             metrics: metrics.clone(),
+            ledger: current_ledger,
             refresher,
             mfa_task: CancellationToken::new(),
             role_tasks: BTreeMap::new(),
@@ -356,10 +366,24 @@ impl Daemon {
             ..
         } = loaded;
         let running = &mut self.running;
-        let ledger = running.refresher.ledger().clone();
-        if config.mfa.serial_number != running.config.mfa.serial_number || !ledger.has_seed(&seed) {
-            return Err(ReloadRefused::NewMfaDevice);
-        }
+        let current = running.refresher.ledger().clone();
+        let new_device = config.mfa.serial_number != running.config.mfa.serial_number
+            || !current.has_seed(&seed);
+        // Another device starts a ledger of its own: the codes spent and the
+        // budget used belong to the old device, and do not limit the new one.
+        let ledger = if new_device {
+            let ledger = Arc::new(TotpLedger::new(
+                config.mfa.serial_number.clone(),
+                &seed,
+                running.clock.clone(),
+            ));
+            if let Err(error) = ledger.lock_seed() {
+                tracing::warn!(%error, "could not lock the new seed in memory; it may be swapped out (raise LimitMEMLOCK to allow it)");
+            }
+            ledger
+        } else {
+            current
+        };
         drop(seed);
         if config.listen != running.config.listen {
             tracing::warn!(
@@ -393,8 +417,13 @@ impl Daemon {
         let sts = Sts::new(&config.aws, &key, running.clock.clone())
             .with_metrics(running.metrics.clone());
         drop(key);
-        let restart_all = config.mfa.session != running.config.mfa.session
+        let restart_all = new_device
+            || config.mfa.session != running.config.mfa.session
             || config.refresh != running.config.refresh;
+        if new_device {
+            running.ledger.store(ledger.clone());
+            tracing::info!(serial_number = %config.mfa.serial_number, "switched to another MFA device");
+        }
         if restart_all {
             running.refresher = Arc::new(Refresher::new(
                 sts,
@@ -452,10 +481,6 @@ impl Daemon {
 /// Why a configuration that passed its checks was still not applied.
 #[derive(Debug, thiserror::Error)]
 enum ReloadRefused {
-    #[error(
-        "mfa.serial_number or the seed changed; switching MFA devices needs a restart (systemctl restart assumed), because the record of spent codes belongs to one device"
-    )]
-    NewMfaDevice,
     #[error(transparent)]
     Token(ListenError),
 }

@@ -60,7 +60,7 @@ use crate::config::RoleName;
 use crate::server::Peer;
 use crate::session::Store;
 use crate::sts::FailureClass;
-use crate::totp::{BUDGET_PER_WINDOW, TotpLedger};
+use crate::totp::{BUDGET_PER_WINDOW, CurrentLedger};
 
 /// The `Content-Type` of what [`Metrics::render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -152,7 +152,7 @@ impl fmt::Debug for Metrics {
 impl Metrics {
     /// Metrics that read the roles from `store`, the TOTP budget from
     /// `ledger` and the clock offset from `clock` at each scrape.
-    pub fn new(store: Arc<Store>, ledger: Arc<TotpLedger>, clock: Arc<StsClock>) -> Metrics {
+    pub fn new(store: Arc<Store>, ledger: CurrentLedger, clock: Arc<StsClock>) -> Metrics {
         let mut registry = Registry::default();
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
@@ -329,7 +329,7 @@ impl Collector for RequestCounts {
 #[derive(Debug)]
 struct StateCollector {
     store: Arc<Store>,
-    ledger: Arc<TotpLedger>,
+    ledger: CurrentLedger,
     clock: Arc<StsClock>,
 }
 
@@ -363,7 +363,7 @@ impl Collector for StateCollector {
             ConstGauge::new(value).encode(usable.encode_family(&[("role", name.as_str())])?)?;
         }
 
-        let stats = self.ledger.stats();
+        let stats = self.ledger.load().stats();
         single(
             &mut encoder,
             "assumed_totp_codes_used",

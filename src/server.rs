@@ -57,7 +57,7 @@ use crate::config::{ListenSettings, RoleName};
 use crate::credential::rfc3339;
 use crate::metrics::{CountRequestsLayer, Metrics};
 use crate::session::{FIRST_CREDENTIAL_WAIT, MfaSession, RoleSlot, Store};
-use crate::totp::TotpLedger;
+use crate::totp::CurrentLedger;
 
 pub mod listener;
 #[cfg(test)]
@@ -69,7 +69,8 @@ const CREDENTIALS_PATH: &str = "/v1/credentials";
 pub struct ServerState {
     pub store: Arc<Store>,
     pub clock: Arc<StsClock>,
-    pub ledger: Arc<TotpLedger>,
+    /// The MFA device's ledger, for health output.
+    pub ledger: CurrentLedger,
     /// The token that grants every role over TCP.
     pub token: SecretString,
     pub listen: ListenSettings,
@@ -446,13 +447,14 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         all_usable &= usable;
         roles.insert(name.as_str().to_owned(), role_health(slot, usable, now));
     }
-    let ledger = state.ledger.stats();
+    let current_ledger = state.ledger.load();
+    let ledger = current_ledger.stats();
     let body = json!({
         "status": if all_usable { "ok" } else { "degraded" },
         "time": rfc3339(now),
         "clock_offset_seconds": state.clock.offset_ms().map(|ms| ms as f64 / 1000.0),
         "mfa": {
-            "serial_number": state.ledger.serial_number(),
+            "serial_number": current_ledger.serial_number(),
             "codes_used": ledger.codes_issued,
             "codes_used_this_window": ledger.issued_this_window,
         },

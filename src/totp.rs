@@ -80,6 +80,9 @@ pub struct LedgerStats {
     pub issued_this_window: u32,
 }
 
+/// The ledger in use, replaced whole when a reload brings another device.
+pub type CurrentLedger = Arc<arc_swap::ArcSwap<TotpLedger>>;
+
 pub struct TotpLedger {
     serial_number: String,
     totp: totp_rs::Totp,

@@ -81,6 +81,7 @@ fn app_with(listen_uids: Vec<u32>, listen_gids: Vec<u32>) -> Router {
     let clock = Arc::new(StsClock::new(Arc::new(SystemClock)));
     let seed = secrecy::SecretSlice::from(b"12345678901234567890".to_vec());
     let ledger = Arc::new(TotpLedger::new("serial".into(), &seed, clock.clone()));
+    let ledger: crate::totp::CurrentLedger = Arc::new(arc_swap::ArcSwap::new(ledger));
     let store = Arc::new(Store::new(table));
     let metrics = Arc::new(crate::metrics::Metrics::new(
         store.clone(),
