@@ -553,13 +553,15 @@ fn validate_mfa(raw: RawMfa, problems: &mut Problems) -> Option<MfaSettings> {
         raw.serial_number,
         "set it to the MFA device's ARN, arn:aws:iam::ACCOUNT:mfa/NAME (assumed enroll prints it)",
     );
-    if let Some(serial) = &serial {
-        if parse_iam_arn(serial, "mfa").is_none() {
-            problems.add(
-                "mfa.serial_number",
-                format!("{serial:?} is not a virtual MFA device ARN like arn:aws:iam::123456789012:mfa/NAME"),
-            );
-        }
+    if let Some(serial) = &serial
+        && parse_iam_arn(serial, "mfa").is_none()
+    {
+        problems.add(
+            "mfa.serial_number",
+            format!(
+                "{serial:?} is not a virtual MFA device ARN like arn:aws:iam::123456789012:mfa/NAME"
+            ),
+        );
     }
     let seed = secret_source(
         ("mfa.seed_file", raw.seed_file),
@@ -773,13 +775,13 @@ fn validate_role(
             );
         }
     }
-    if let Some(path) = &raw.token_file {
-        if !path.is_absolute() {
-            problems.add(
-                format!("{key}.token_file"),
-                format!("{} is not an absolute path", path.display()),
-            );
-        }
+    if let Some(path) = &raw.token_file
+        && !path.is_absolute()
+    {
+        problems.add(
+            format!("{key}.token_file"),
+            format!("{} is not an absolute path", path.display()),
+        );
     }
 
     Some(RoleSpec {

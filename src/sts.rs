@@ -417,17 +417,17 @@ impl Intercept for DateObserver {
             .headers()
             .get("date")
             .and_then(|value| httpdate::parse_http_date(value).ok());
-        if let Some(date) = date {
-            if let Some(offset_ms) = self.clock.observe(date) {
-                let seconds = offset_ms as f64 / 1000.0;
-                if offset_ms.unsigned_abs() > crate::clock::OFFSET_WARNING.as_millis() as u64 {
-                    tracing::warn!(
-                        offset_seconds = seconds,
-                        "the host clock differs from STS's; codes and signatures use STS's time, but fix the host's time sync (chrony, systemd-timesyncd)"
-                    );
-                } else {
-                    tracing::debug!(offset_seconds = seconds, "learned STS clock offset");
-                }
+        if let Some(date) = date
+            && let Some(offset_ms) = self.clock.observe(date)
+        {
+            let seconds = offset_ms as f64 / 1000.0;
+            if offset_ms.unsigned_abs() > crate::clock::OFFSET_WARNING.as_millis() as u64 {
+                tracing::warn!(
+                    offset_seconds = seconds,
+                    "the host clock differs from STS's; codes and signatures use STS's time, but fix the host's time sync (chrony, systemd-timesyncd)"
+                );
+            } else {
+                tracing::debug!(offset_seconds = seconds, "learned STS clock offset");
             }
         }
         Ok(())
