@@ -80,6 +80,8 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::logging::flush)
+        .on_thread_stop(crate::logging::flush)
         .build()
     {
         Ok(runtime) => runtime,
@@ -207,13 +209,14 @@ fn env(config_path: &std::path::Path, role: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Logs to stderr; `RUST_LOG` picks the level (default info).
+/// Logs to stderr; `RUST_LOG` picks the level (default info). Runtime
+/// workers gather their lines into few writes: see [`crate::logging`].
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logging::Stderr)
         .init();
 }
 

@@ -20,6 +20,7 @@
 //! - [`client`]: the `credential-process` and `status` commands, which
 //!   talk to a running daemon over its socket.
 //! - [`cli`]: the command line.
+//! - [`logging`]: where log lines go, gathered into few writes under load.
 
 pub mod cli;
 pub mod client;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod demo;
+pub mod logging;
 pub mod secret;
 pub mod server;
 pub mod session;
