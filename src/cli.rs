@@ -190,6 +190,8 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::logging::flush)
+        .on_thread_stop(crate::logging::flush)
         .build()
     {
         Ok(runtime) => runtime,
@@ -533,12 +535,13 @@ fn env(config_path: &std::path::Path, role: Option<&str>) -> ExitCode {
 }
 
 /// Logs to stderr in `format`; `RUST_LOG` picks the level (default info).
+/// Runtime workers gather their lines into few writes: see [`crate::logging`].
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::logging::Stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
         LogFormat::Text if stderr_is_journal() => builder

@@ -26,6 +26,7 @@
 //!   virtual MFA device through IAM, and storing its seed safely.
 //! - [`policy`]: the IAM policies and trust policy a host needs.
 //! - [`cli`]: the command line.
+//! - [`logging`]: where log lines go, gathered into few writes under load.
 
 pub mod cli;
 pub mod client;
@@ -35,6 +36,7 @@ pub mod credential;
 pub mod daemon;
 pub mod demo;
 pub mod enroll;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod secret;
