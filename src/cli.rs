@@ -76,15 +76,20 @@ pub enum Command {
     },
     /// Print credential_process JSON for an AWS config profile.
     CredentialProcess {
-        #[arg(long, default_value = client::DEFAULT_SOCKET)]
-        socket: PathBuf,
+        /// The daemon's socket (default: listen.unix_socket of --config when
+        /// it can be read, else /run/assumed/credentials.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The role to fetch (default: the default role).
         #[arg(long)]
         role: Option<String>,
     },
     /// Show every role's health; exit 0 usable, 1 degraded, 2 unreachable.
     Status {
-        #[arg(long, default_value = client::DEFAULT_SOCKET)]
-        socket: PathBuf,
+        /// The daemon's socket (default: listen.unix_socket of --config when
+        /// it can be read, else /run/assumed/credentials.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
         /// Print the daemon's health JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -207,6 +212,7 @@ async fn dispatch(cli: Cli, inherited: crate::systemd::ListenFds) -> ExitCode {
         Command::Demo { port, run_for } => demo(port, run_for).await,
         Command::Env { role } => env(&cli.config, role.as_deref()),
         Command::CredentialProcess { socket, role } => {
+            let socket = socket_path(socket, &cli.config);
             match client::credential_process(&socket, role.as_deref()).await {
                 Ok(json) => {
                     println!("{json}");
@@ -219,6 +225,7 @@ async fn dispatch(cli: Cli, inherited: crate::systemd::ListenFds) -> ExitCode {
             }
         }
         Command::Status { socket, json } => {
+            let socket = socket_path(socket, &cli.config);
             let (health, text) = client::status(&socket, json).await;
             if health == client::Health::Unreachable {
                 eprintln!("{text}")
@@ -445,6 +452,19 @@ fn policy(request: &crate::policy::PolicyRequest, document: Option<&str>) -> Exi
     }
 }
 
+/// The socket to ask: the one given, else the configuration's (clients
+/// often cannot read it, which is fine), else the packaged path.
+fn socket_path(given: Option<PathBuf>, config_path: &std::path::Path) -> PathBuf {
+    given
+        .or_else(|| {
+            crate::config::Config::load(config_path)
+                .ok()?
+                .listen
+                .unix_socket
+        })
+        .unwrap_or_else(|| PathBuf::from(client::DEFAULT_SOCKET))
+}
+
 async fn serve(config_path: &std::path::Path, inherited: crate::systemd::ListenFds) -> ExitCode {
     // Files and sockets are created private and opened up explicitly.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -495,6 +515,9 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
                 config.roles.len(),
                 config.mfa.serial_number
             );
+            if let Some(note) = config.default_role_note() {
+                println!("note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

@@ -261,9 +261,9 @@ struct RawRole {
     source_identity: Option<String>,
     #[serde(default)]
     default: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     allowed_uids: Vec<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     allowed_gids: Vec<u32>,
     token_file: Option<PathBuf>,
 }
@@ -280,12 +280,41 @@ struct RawListen {
     unix_socket: Option<PathBuf>,
     tcp: Option<String>,
     token_file: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     allowed_uids: Vec<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     allowed_gids: Vec<u32>,
     socket_group: Option<RawGroup>,
     max_connections: Option<usize>,
+}
+
+/// An id list, or one id. Environment overrides arrive as text: a list as
+/// strings, a single value as a number.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u32),
+        Text(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Id),
+        Many(Vec<Id>),
+    }
+    let ids = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(id) => vec![id],
+        OneOrMany::Many(ids) => ids,
+    };
+    ids.into_iter()
+        .map(|id| match id {
+            Id::Number(number) => Ok(number),
+            Id::Text(text) => text.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!("{text:?} is not a numeric uid or gid"))
+            }),
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,6 +424,14 @@ impl Config {
         validate(raw).map_err(|problems| ConfigError::Invalid {
             path: path.to_owned(),
             problems,
+        })
+    }
+
+    /// A warning when `/v1/credentials` has no role to answer for: a second
+    /// role added without `default = true` turns it into a 404.
+    pub fn default_role_note(&self) -> Option<String> {
+        (self.default_role.is_none() && self.roles.len() > 1).then(|| {
+            "several roles and none is marked default = true, so /v1/credentials answers 404; clients must ask /v1/credentials/NAME, or mark one role default".to_owned()
         })
     }
 
@@ -874,9 +911,11 @@ fn validate_listen(raw: RawListen, problems: &mut Problems) -> Option<ListenSett
         }
     }
     let tcp = raw.tcp.as_deref().and_then(|text| match text.parse::<SocketAddr>() {
-        Ok(addr) if addr.ip().is_loopback() => Some(addr),
+        // Other 127.x addresses are loopback too, but SDK clients and the
+        // Host check accept only these two.
+        Ok(addr) if addr.ip() == std::net::Ipv4Addr::LOCALHOST || addr.ip() == std::net::Ipv6Addr::LOCALHOST => Some(addr),
         Ok(addr) => {
-            problems.add("listen.tcp", format!("{addr} is not a loopback address; credentials are served only to this host, use 127.0.0.1:PORT or [::1]:PORT"));
+            problems.add("listen.tcp", format!("{addr} is not 127.0.0.1 or [::1]; credentials are served only to this host, at the addresses every SDK accepts: use 127.0.0.1:PORT or [::1]:PORT"));
             None
         }
         Err(_) => {
@@ -1013,6 +1052,21 @@ mod tests {
         assert_eq!(config.aws.region, "eu-west-1");
         assert_eq!(config.refresh.ahead, Duration::from_secs(1200));
         assert_eq!(config.listen.allowed_uids, vec![1000, 1001]);
+        let one = load(GOOD, &[("ASSUMED_LISTEN__ALLOWED_UIDS", "1000")]).unwrap();
+        assert_eq!(
+            one.listen.allowed_uids,
+            vec![1000],
+            "a single id is a list of one"
+        );
+    }
+
+    #[test]
+    fn only_the_loopback_addresses_sdks_accept_may_be_listened_on() {
+        for bad in ["127.0.0.2:9911", "0.0.0.0:9911", "10.0.0.1:9911"] {
+            let text = GOOD.replace("127.0.0.1:9911", bad);
+            assert_eq!(problem_keys(&text), vec!["listen.tcp"], "{bad}");
+        }
+        load(&GOOD.replace("127.0.0.1:9911", "[::1]:9911"), &[]).unwrap();
     }
 
     #[test]

@@ -85,18 +85,36 @@ pub fn preflight(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let config = Config::load(config_path).map_err(|error| vec![error.to_string()])?;
     let seed = secret::load_seed(&config.mfa.seed);
     let key = secret::load_long_term_key(&config.aws.credentials, &config.aws.profile);
+    // Token files are checked here and created at start when missing.
+    let listener_token = config
+        .listen
+        .tcp
+        .map(|_| ("listen.token_file", &config.listen.token_file));
+    let role_tokens = config
+        .roles
+        .iter()
+        .filter_map(|role| Some(("role.token_file", role.token_file.as_ref()?)));
+    let token_problems: Vec<String> = listener_token
+        .into_iter()
+        .chain(role_tokens)
+        .filter_map(|(key, path)| listener::read_token(key, path).err())
+        .map(|error| error.to_string())
+        .collect();
     match (seed, key) {
-        (Ok(seed), Ok(key)) => Ok(Loaded {
+        (Ok(seed), Ok(key)) if token_problems.is_empty() => Ok(Loaded {
             path: config_path.to_owned(),
             config,
             seed,
             key,
         }),
-        (seed, key) => Err([seed.err(), key.err()]
-            .into_iter()
-            .flatten()
-            .map(|e| e.to_string())
-            .collect()),
+        (seed, key) => Err([
+            seed.err().map(|e| e.to_string()),
+            key.err().map(|e| e.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(token_problems)
+        .collect()),
     }
 }
 
@@ -149,6 +167,9 @@ impl Daemon {
             seed,
             key,
         } = loaded;
+        if let Some(note) = config.default_role_note() {
+            tracing::warn!("{note}");
+        }
         // Before anything is announced, so an early SIGHUP never kills the daemon.
         let hangups = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
         let host: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -167,6 +188,12 @@ impl Daemon {
         drop(key);
 
         let listen = &config.listen;
+        // Before binding, so a bad token file leaves no socket behind.
+        let token = listener::load_or_create_token(
+            "listen.token_file",
+            &listen.token_file,
+            listen.socket_group,
+        )?;
         let (unix, bound_socket) = match (inherited.unix, &listen.unix_socket) {
             (Some(socket), _) => (Some(from_std_unix(socket)?), None),
             (None, Some(path)) => (
@@ -181,11 +208,6 @@ impl Daemon {
             (None, None) => None,
         };
         let tcp_addr = tcp.as_ref().and_then(|listener| listener.local_addr().ok());
-        let token = listener::load_or_create_token(
-            "listen.token_file",
-            &listen.token_file,
-            listen.socket_group,
-        )?;
 
         let mfa_session = mfa_session(&config);
         let mut table = RoleTable {
@@ -473,6 +495,9 @@ impl Daemon {
             refreshers_restarted = restart_all,
             "reloaded"
         );
+        if let Some(note) = config.default_role_note() {
+            tracing::warn!("{note}");
+        }
         running.config = config;
         Ok(())
     }

@@ -101,6 +101,7 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<(), De
         "export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
         path("token").display()
     );
+    println!("unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_AUTHORIZATION_TOKEN");
     println!(
         "# try: curl -s -H \"Authorization: $(cat {})\" http://{tcp}/v1/credentials",
         path("token").display()

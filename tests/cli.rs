@@ -132,3 +132,51 @@ async fn serve_refuses_a_bad_configuration_before_listening() {
     assert!(!stderr.contains("MARKER"), "{stderr}");
     assert!(!setup.socket.exists(), "nothing was bound");
 }
+
+#[tokio::test]
+async fn check_config_reports_a_token_file_that_serve_would_refuse() {
+    let setup = Setup::new(&[role("duper")], None).await;
+    std::fs::create_dir_all(setup.token_file.parent().unwrap()).unwrap();
+    std::fs::write(&setup.token_file, "0123456789abcdefghijklmnopqrstuv\n").unwrap();
+    std::fs::set_permissions(&setup.token_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (ok, _, stderr) = check_config(&setup.config_path);
+    assert!(!ok, "accepted a token ending in a newline");
+    assert!(
+        stderr.contains("listen.token_file") && stderr.contains("whitespace"),
+        "{stderr}"
+    );
+}
+
+// The stand-in needs a thread of its own while this test blocks on `status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_finds_the_socket_named_in_the_configuration() {
+    let setup = Setup::new(&[role("duper")], None).await;
+    let _daemon = Daemon::start(&setup.config_path);
+    // The first session arrives just after the daemon starts listening.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let output = Command::new(binary())
+            .args(["status", "--config"])
+            .arg(&setup.config_path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_ne!(
+            output.status.code(),
+            Some(2),
+            "the socket was not found: {stdout}"
+        );
+        if output.status.code() == Some(0) {
+            assert!(
+                stdout.contains("duper") && stdout.contains("usable"),
+                "{stdout}"
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never usable: {stdout}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

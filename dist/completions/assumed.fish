@@ -61,13 +61,13 @@ complete -c assumed -n "__fish_assumed_using_subcommand env" -l config -d 'The c
 complete -c assumed -n "__fish_assumed_using_subcommand env" -l log-format -d 'How log lines are written to stderr' -r -f -a "text\t'One human-readable line per event'
 json\t'One JSON object per line, fields at the top level'"
 complete -c assumed -n "__fish_assumed_using_subcommand env" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c assumed -n "__fish_assumed_using_subcommand credential-process" -l socket -r -F
-complete -c assumed -n "__fish_assumed_using_subcommand credential-process" -l role -r
+complete -c assumed -n "__fish_assumed_using_subcommand credential-process" -l socket -d 'The daemon\'s socket (default: listen.unix_socket of --config when it can be read, else /run/assumed/credentials.sock)' -r -F
+complete -c assumed -n "__fish_assumed_using_subcommand credential-process" -l role -d 'The role to fetch (default: the default role)' -r
 complete -c assumed -n "__fish_assumed_using_subcommand credential-process" -l config -d 'The configuration file' -r -F
 complete -c assumed -n "__fish_assumed_using_subcommand credential-process" -l log-format -d 'How log lines are written to stderr' -r -f -a "text\t'One human-readable line per event'
 json\t'One JSON object per line, fields at the top level'"
 complete -c assumed -n "__fish_assumed_using_subcommand credential-process" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c assumed -n "__fish_assumed_using_subcommand status" -l socket -r -F
+complete -c assumed -n "__fish_assumed_using_subcommand status" -l socket -d 'The daemon\'s socket (default: listen.unix_socket of --config when it can be read, else /run/assumed/credentials.sock)' -r -F
 complete -c assumed -n "__fish_assumed_using_subcommand status" -l config -d 'The configuration file' -r -F
 complete -c assumed -n "__fish_assumed_using_subcommand status" -l log-format -d 'How log lines are written to stderr' -r -f -a "text\t'One human-readable line per event'
 json\t'One JSON object per line, fields at the top level'"

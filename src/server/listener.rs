@@ -161,6 +161,20 @@ pub fn load_or_create_token(
     path: &Path,
     group: Option<u32>,
 ) -> Result<SecretString, ListenError> {
+    match read_token(key, path)? {
+        Some(token) => Ok(token),
+        None => create_token(path, group).map_err(|source| ListenError::Io {
+            key,
+            path: path.to_owned(),
+            action: "cannot create",
+            source,
+        }),
+    }
+}
+
+/// Reads and checks the token at `path`; `None` when there is no file yet
+/// (start-up creates one). `check-config` uses this to check without creating.
+pub fn read_token(key: &'static str, path: &Path) -> Result<Option<SecretString>, ListenError> {
     let bad = |problem: String| ListenError::BadToken {
         key,
         path: path.to_owned(),
@@ -194,14 +208,14 @@ pub fn load_or_create_token(
             std::io::Read::read_to_string(&mut std::io::Read::take(file, 4096), &mut text)
                 .map_err(|e| io("cannot read", e))?;
             check_token(&text, path).map_err(bad)?;
-            Ok(SecretString::from(text))
+            Ok(Some(SecretString::from(text)))
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            create_token(path, group).map_err(|e| io("cannot create", e))
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            Err(bad(format!(
+                "is a symbolic link; point {key} at the file itself"
+            )))
         }
-        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => Err(
-            bad("is a symbolic link; point the key at the file itself".to_owned()),
-        ),
         Err(error) => Err(io("cannot open", error)),
     }
 }
