@@ -191,11 +191,8 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: config::ConfigError,
-    },
+    #[error("cannot read configuration {path}: {problem}")]
+    Read { path: PathBuf, problem: String },
     #[error("configuration {path} has {} problem(s):\n{}", .problems.len(), list(.problems))]
     Invalid {
         path: PathBuf,
@@ -206,6 +203,37 @@ pub enum ConfigError {
 fn list(problems: &[Problem]) -> String {
     let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
     lines.join("\n")
+}
+
+/// The config crate's message, with its key spelt as in the file
+/// (`role[0].duration`, where it writes `role[0]duration`), and the
+/// environment variable named when an unknown key came from one.
+fn describe_read_error(error: &config::ConfigError, override_names: &[String]) -> String {
+    let mut text = error.to_string();
+    if let Some(at) = text.find("for key `") {
+        let (head, key) = text.split_at(at);
+        let mut fixed = String::with_capacity(text.len() + 4);
+        let mut chars = key.chars().peekable();
+        while let Some(c) = chars.next() {
+            fixed.push(c);
+            if c == ']' && chars.peek().is_some_and(|next| next.is_alphanumeric()) {
+                fixed.push('.');
+            }
+        }
+        text = format!("{head}{fixed}");
+    }
+    let unknown = text
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(|field| format!("__{}", field.to_uppercase()));
+    if let Some(suffix) = unknown
+        && let Some(name) = override_names.iter().find(|name| name.ends_with(&suffix))
+    {
+        text.push_str(&format!(
+            "; it comes from the environment variable {name}: correct its name or unset it"
+        ));
+    }
+    text
 }
 
 /// The file as written, before validation. Every key is optional here so
@@ -288,47 +316,128 @@ struct RawListen {
     max_connections: Option<usize>,
 }
 
+/// A value the file may give as a number or as text. Environment
+/// overrides always arrive as text.
+enum Scalar {
+    Number(u64),
+    Text(String),
+}
+
+/// Reads a [`Scalar`]; anything else is refused with `expected`, which the
+/// configuration error shows next to the key.
+struct ScalarVisitor(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str(self.0)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Number(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Scalar, E> {
+        u64::try_from(value)
+            .map(Scalar::Number)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(value), &self))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(value.to_owned()))
+    }
+}
+
+const ID_EXPECTED: &str = "a numeric uid or gid, or a list of them";
+
+/// One uid or gid, as a number or as digits.
+fn id_from<E: serde::de::Error>(scalar: Scalar) -> Result<u32, E> {
+    let number = match scalar {
+        Scalar::Number(number) => number,
+        Scalar::Text(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| E::custom(format!("{text:?} is not a numeric uid or gid")))?,
+    };
+    u32::try_from(number).map_err(|_| E::custom(format!("{number} is not a valid uid or gid")))
+}
+
 /// An id list, or one id. Environment overrides arrive as text: a list as
 /// strings, a single value as a number.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u32>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Id {
-        Number(u32),
-        Text(String),
+    struct Id(u32);
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Id, D::Error> {
+            id_from(deserializer.deserialize_any(ScalarVisitor(ID_EXPECTED))?).map(Id)
+        }
     }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(Id),
-        Many(Vec<Id>),
+    struct Ids;
+    impl<'de> serde::de::Visitor<'de> for Ids {
+        type Value = Vec<u32>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str(ID_EXPECTED)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Vec<u32>, E> {
+            Ok(vec![id_from(Scalar::Number(value))?])
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Vec<u32>, E> {
+            let number = u64::try_from(value)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(value), &self))?;
+            Ok(vec![id_from(Scalar::Number(number))?])
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Vec<u32>, E> {
+            Ok(vec![id_from(Scalar::Text(value.to_owned()))?])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+            let mut ids = Vec::new();
+            while let Some(Id(id)) = seq.next_element()? {
+                ids.push(id);
+            }
+            Ok(ids)
+        }
     }
-    let ids = match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(id) => vec![id],
-        OneOrMany::Many(ids) => ids,
-    };
-    ids.into_iter()
-        .map(|id| match id {
-            Id::Number(number) => Ok(number),
-            Id::Text(text) => text.trim().parse().map_err(|_| {
-                serde::de::Error::custom(format!("{text:?} is not a numeric uid or gid"))
-            }),
-        })
-        .collect()
+    deserializer.deserialize_any(Ids)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum RawDuration {
     Seconds(u64),
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let visitor =
+            ScalarVisitor(r#"a duration such as "1h", "90m" or "900s", or a number of seconds"#);
+        Ok(match deserializer.deserialize_any(visitor)? {
+            Scalar::Number(secs) => RawDuration::Seconds(secs),
+            Scalar::Text(text) => RawDuration::Text(text),
+        })
+    }
+}
+
+#[derive(Debug)]
 enum RawGroup {
     Id(u32),
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for RawGroup {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.deserialize_any(ScalarVisitor("a group name or a numeric gid"))? {
+            Scalar::Text(name) if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(RawGroup::Name(name))
+            }
+            // A gid from an environment override arrives as digits.
+            scalar => id_from(scalar).map(RawGroup::Id),
+        }
+    }
 }
 
 /// Collects problems while validating.
@@ -399,9 +508,10 @@ impl Config {
         path: &Path,
         overrides: config::Map<String, String>,
     ) -> Result<Config, ConfigError> {
-        let read_error = |source| ConfigError::Read {
+        let override_names: Vec<String> = overrides.keys().cloned().collect();
+        let read_error = |error: config::ConfigError| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            problem: describe_read_error(&error, &override_names),
         };
         let environment = config::Environment::with_prefix("ASSUMED")
             .prefix_separator("_")
@@ -1058,6 +1168,51 @@ mod tests {
             vec![1000],
             "a single id is a list of one"
         );
+    }
+
+    #[test]
+    fn a_misspelt_override_is_named_as_an_environment_variable() {
+        let message = load(GOOD, &[("ASSUMED_AWS__REGOIN", "eu-west-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("unknown field `regoin`")
+                && message.contains("environment variable ASSUMED_AWS__REGOIN"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_with_what_is_expected() {
+        let cases = [
+            (
+                r#"duration = "1h""#,
+                "duration = true",
+                "a duration such as \"1h\"",
+            ),
+            (r#"duration = "1h""#, "duration = -5", "a duration such as"),
+            (
+                r#"tcp = "127.0.0.1:9911""#,
+                "tcp = \"127.0.0.1:9911\"\nallowed_uids = [true]",
+                "a numeric uid or gid",
+            ),
+            (
+                r#"tcp = "127.0.0.1:9911""#,
+                "tcp = \"127.0.0.1:9911\"\nsocket_group = 1.5",
+                "a group name or a numeric gid",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let message = load(&GOOD.replace(from, to), &[]).unwrap_err().to_string();
+            assert!(
+                message.contains(expected)
+                    && !message.contains("untagged")
+                    && !message.contains("]duration"),
+                "{to}: {message}"
+            );
+        }
+        let config = load(GOOD, &[("ASSUMED_LISTEN__SOCKET_GROUP", "1234")]).unwrap();
+        assert_eq!(config.listen.socket_group, Some(1234), "digits are a gid");
     }
 
     #[test]
