@@ -25,6 +25,12 @@ const POLICY_VERSION: &str = "2012-10-17";
 /// IAM's longest user and role names.
 const MAX_NAME_LEN: usize = 64;
 
+/// A shorter MFA age limit would refuse a code that STS accepted a moment
+/// before, on ordinary clock differences.
+const MIN_MFA_AGE_SECS: u64 = 60;
+/// The longest MFA session STS issues (GetSessionToken, 36 h): no proof is older.
+const MAX_MFA_AGE_SECS: u64 = 36 * 3600;
+
 /// The names `--document` accepts, in the order they are printed.
 pub const DOCUMENT_NAMES: [&str; 3] = ["user-mfa", "role-trust", "user-assume-role"];
 
@@ -38,6 +44,10 @@ pub enum PolicyError {
     Partition(String),
     #[error("--document {0:?} is not one of: user-mfa, role-trust, user-assume-role")]
     UnknownDocument(String),
+    #[error(
+        "--max-mfa-age {0} is out of range; give seconds from {MIN_MFA_AGE_SECS} to {MAX_MFA_AGE_SECS}, and at least mfa.session when role sessions are chained"
+    )]
+    MfaAge(u64),
 }
 
 /// What the documents are about.
@@ -217,6 +227,12 @@ fn check(request: &PolicyRequest) -> Result<(), PolicyError> {
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return Err(PolicyError::Account(account.clone()));
     }
+    if let Some(age) = request
+        .max_mfa_age_secs
+        .filter(|age| !(MIN_MFA_AGE_SECS..=MAX_MFA_AGE_SECS).contains(age))
+    {
+        return Err(PolicyError::MfaAge(age));
+    }
     for (flag, value) in [
         ("--user", &request.user_name),
         ("--role", &request.role_name),
@@ -342,6 +358,15 @@ mod tests {
             PolicySet::new(&bad).unwrap_err(),
             PolicyError::Name { flag: "--role", .. }
         ));
+    }
+
+    #[test]
+    fn an_mfa_age_that_would_refuse_every_session_is_refused() {
+        for age in [0, 59, MAX_MFA_AGE_SECS + 1] {
+            let message = PolicySet::new(&request(Some(age))).unwrap_err().to_string();
+            assert!(message.starts_with("--max-mfa-age"), "{message}");
+        }
+        assert!(PolicySet::new(&request(Some(MIN_MFA_AGE_SECS))).is_ok());
     }
 
     #[test]
