@@ -377,6 +377,9 @@ async fn resync(
     serial: &str,
     seed_file: &std::path::Path,
 ) -> ExitCode {
+    if let Err(error) = crate::enroll::check_device(user, serial) {
+        return fail(&error);
+    }
     let seed = match crate::enroll::read_seed(seed_file) {
         Ok(seed) => seed,
         Err(error) => return fail(&error),
@@ -402,6 +405,9 @@ async fn disable(
     seed_file: Option<&std::path::Path>,
     yes_really: bool,
 ) -> ExitCode {
+    if let Err(error) = crate::enroll::check_device(user, serial) {
+        return fail(&error);
+    }
     if !yes_really {
         // Refused before any credential, seed or network is touched.
         return fail(&crate::enroll::EnrollError::NotConfirmed {
@@ -540,12 +546,26 @@ fn env(config_path: &std::path::Path, role: Option<&str>) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let path = match role {
-        Some(role) => format!("/v1/credentials/{role}"),
+    let chosen = match role {
+        Some(name) => match config.roles.iter().find(|r| r.name.as_str() == name) {
+            Some(chosen) => Some(chosen),
+            None => {
+                let known: Vec<&str> = config.roles.iter().map(|r| r.name.as_str()).collect();
+                eprintln!(
+                    "--role {name}: {} has no such role; choose one of: {}",
+                    config_path.display(),
+                    known.join(", ")
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let path = match chosen {
+        Some(chosen) => format!("/v1/credentials/{}", chosen.name.as_str()),
         None => "/v1/credentials".to_owned(),
     };
-    let token_file = role
-        .and_then(|name| config.roles.iter().find(|r| r.name.as_str() == name))
+    let token_file = chosen
         .and_then(|r| r.token_file.clone())
         .unwrap_or(config.listen.token_file);
     println!("export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{addr}{path}");

@@ -619,6 +619,20 @@ fn check_name(flag: &'static str, value: &str, max_len: usize) -> Result<(), Enr
     Ok(())
 }
 
+/// Checks `--user` and `--serial` of `resync` and `disable`, before any
+/// seed, credential or network is touched.
+pub fn check_device(user: &str, serial_number: &str) -> Result<(), EnrollError> {
+    check_name("--user", user, 64)?;
+    if crate::config::parse_iam_arn(serial_number, "mfa").is_none() {
+        return Err(argument(
+            "--serial",
+            serial_number,
+            "is not a virtual MFA device ARN like arn:aws:iam::123456789012:mfa/NAME (assumed enroll printed it; mfa.serial_number holds it)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 fn argument(flag: &'static str, value: &str, problem: String) -> EnrollError {
     EnrollError::Argument {
         flag,
@@ -634,7 +648,7 @@ pub async fn resync(
     serial_number: &str,
     seed: &Seed,
 ) -> Result<(), EnrollError> {
-    check_name("--user", user, 64)?;
+    check_device(user, serial_number)?;
     let [first, second] = totp::consecutive_codes(seed, clients.clock.now());
     clients
         .iam
@@ -665,7 +679,7 @@ pub async fn disable(clients: &AwsClients, request: DisableRequest<'_>) -> Resul
             serial_number: request.serial_number.to_owned(),
         });
     }
-    check_name("--user", request.user, 64)?;
+    check_device(request.user, request.serial_number)?;
     let iam = match &request.seed {
         Some(seed) => mfa_session_iam(clients, request.serial_number, seed).await?,
         None => clients.iam.clone(),

@@ -180,3 +180,40 @@ async fn status_finds_the_socket_named_in_the_configuration() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[tokio::test]
+async fn env_prints_a_roles_endpoint_and_refuses_a_role_that_is_not_configured() {
+    let setup = Setup::new(&[role("duper"), role("other")], None).await;
+    let env = |role: &str| {
+        Command::new(binary())
+            .args(["env", "--role", role, "--config"])
+            .arg(&setup.config_path)
+            .output()
+            .unwrap()
+    };
+
+    let known = env("other");
+    let stdout = String::from_utf8_lossy(&known.stdout);
+    assert!(known.status.success());
+    assert!(
+        stdout.contains(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:0/v1/credentials/other\n"
+        ) && stdout.contains(&format!(
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}\n",
+            setup.token_file.display()
+        )),
+        "{stdout}"
+    );
+
+    let unknown = env("nope");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(
+        unknown.stdout.is_empty(),
+        "no export lines for a wrong role"
+    );
+    assert!(
+        stderr.contains("--role nope") && stderr.contains("duper, other"),
+        "{stderr}"
+    );
+}

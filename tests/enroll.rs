@@ -374,6 +374,35 @@ async fn a_device_is_resynced_then_disabled_only_when_confirmed() {
     );
     assert_eq!(setup.standin.virtual_mfa_devices(), [enabled(&serial)]);
 
+    let calls_before = setup.standin.stats().iam_calls;
+    for command in ["resync", "disable"] {
+        let mut args = vec![
+            command,
+            "--user",
+            "svc",
+            "--serial",
+            "svc-2",
+            "--seed-file",
+            seed_file,
+        ];
+        if command == "disable" {
+            args.push("--yes-really");
+        }
+        let malformed = assumed(&setup, &args).await;
+        assert!(!malformed.ok);
+        assert!(
+            malformed.stderr.contains("--serial \"svc-2\"")
+                && malformed.stderr.contains("arn:aws:iam::"),
+            "{}",
+            malformed.stderr
+        );
+    }
+    assert_eq!(
+        setup.standin.stats().iam_calls,
+        calls_before,
+        "a malformed serial is refused before IAM is asked"
+    );
+
     let disable = assumed(
         &setup,
         &[
