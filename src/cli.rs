@@ -96,8 +96,11 @@ pub enum Command {
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff).
-    Man,
+    /// Print a man page (roff): assumed(1), or a command's own.
+    Man {
+        /// The command whose page to print, e.g. serve.
+        command: Option<String>,
+    },
     /// Create and enable a virtual MFA device for an IAM user and store its seed.
     Enroll {
         /// The IAM user the device is for.
@@ -235,7 +238,19 @@ async fn dispatch(cli: Cli, inherited: crate::systemd::ListenFds) -> ExitCode {
             ExitCode::from(health as u8)
         }
         Command::Completions { shell } => print(&completions(shell)),
-        Command::Man => print(&man_page()),
+        Command::Man { command } => match man_pages()
+            .into_iter()
+            .find(|page| page.command.as_deref() == command.as_deref())
+        {
+            Some(page) => print(&page.roff),
+            None => {
+                eprintln!(
+                    "man {}: there is no such command; see assumed --help",
+                    command.unwrap_or_default()
+                );
+                ExitCode::FAILURE
+            }
+        },
         Command::Enroll {
             user,
             device_name,
@@ -307,12 +322,46 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     script
 }
 
-/// The man page, in roff.
-pub fn man_page() -> Vec<u8> {
-    let mut page = Vec::new();
-    // Rendering into a Vec cannot fail.
-    let _ = clap_mangen::Man::new(Cli::command()).render(&mut page);
-    page
+/// A man page in section 1, in roff.
+pub struct ManPage {
+    /// The subcommand it documents; `None` for assumed(1) itself.
+    pub command: Option<String>,
+    /// Its file name: `assumed.1`, `assumed-serve.1`, …
+    pub file_name: String,
+    pub roff: Vec<u8>,
+}
+
+/// assumed(1) and a page for each command, which assumed(1) refers to as
+/// assumed-COMMAND(1).
+pub fn man_pages() -> Vec<ManPage> {
+    let render = |command: clap::Command| {
+        let mut roff = Vec::new();
+        // Rendering into a Vec cannot fail.
+        let _ = clap_mangen::Man::new(command).render(&mut roff);
+        roff
+    };
+    let mut cli = Cli::command();
+    // Building adds the help command and copies global options down.
+    cli.build();
+    let mut pages = vec![ManPage {
+        command: None,
+        file_name: "assumed.1".to_owned(),
+        roff: render(cli.clone()),
+    }];
+    for sub in cli.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        let name = format!("assumed-{}", sub.get_name());
+        pages.push(ManPage {
+            command: Some(sub.get_name().to_owned()),
+            file_name: format!("{name}.1"),
+            roff: render(
+                sub.clone()
+                    .name(name.clone())
+                    .bin_name(name.replace('-', " "))
+                    .version(env!("CARGO_PKG_VERSION")),
+            ),
+        });
+    }
+    pages
 }
 
 fn print(bytes: &[u8]) -> ExitCode {

@@ -777,8 +777,14 @@ fn dist_files() -> Vec<(PathBuf, Vec<u8>)> {
             dist.join("completions/assumed.fish"),
             assumed::cli::completions(Shell::Fish),
         ),
-        (dist.join("man/assumed.1"), assumed::cli::man_page()),
     ]
+    .into_iter()
+    .chain(
+        assumed::cli::man_pages()
+            .into_iter()
+            .map(|page| (dist.join("man").join(page.file_name), page.roff)),
+    )
+    .collect()
 }
 
 /// The packaged completions and man page are generated from the CLI
@@ -821,4 +827,35 @@ fn the_completions_and_man_commands_print_what_is_packaged() {
         page.contains(".TH assumed 1") && page.contains("status"),
         "{page}"
     );
+
+    // assumed(1) names a page for each command; each of them is packaged.
+    let packaged: Vec<String> = dist_files()
+        .iter()
+        .filter_map(|(path, _)| Some(path.file_name()?.to_str()?.to_owned()))
+        .collect();
+    let referenced: Vec<&str> = page
+        .lines()
+        .filter_map(|line| line.strip_suffix("(1)"))
+        .collect();
+    assert!(referenced.len() >= 10, "{page}");
+    for name in referenced {
+        let file_name = format!("{}.1", name.replace("\\-", "-"));
+        assert!(packaged.contains(&file_name), "{file_name} is not packaged");
+    }
+
+    let serve = Command::new(binary())
+        .args(["man", "serve"])
+        .output()
+        .unwrap();
+    assert!(serve.status.success());
+    let page = String::from_utf8_lossy(&serve.stdout);
+    assert!(
+        page.contains(".TH assumed-serve 1") && page.contains("config"),
+        "{page}"
+    );
+    let unknown = Command::new(binary())
+        .args(["man", "nope"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
 }
