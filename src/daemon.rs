@@ -356,7 +356,7 @@ impl Daemon {
         match preflight(&path) {
             Ok(loaded) => {
                 if let Err(problem) = self.apply(loaded) {
-                    tracing::error!(problem = %problem, "reload refused; the running configuration stays in effect");
+                    tracing::warn!(problem = %problem, "reload refused; the running configuration stays in effect");
                 }
             }
             Err(problems) => {
@@ -367,9 +367,9 @@ impl Daemon {
                     .filter(|line| !line.is_empty())
                     .collect();
                 for line in &lines {
-                    tracing::error!(config = %path.display(), problem = %line, "reload refused: problem in the new configuration");
+                    tracing::warn!(config = %path.display(), problem = %line, "reload refused: problem in the new configuration");
                 }
-                tracing::error!(
+                tracing::warn!(
                     config = %path.display(),
                     "reload refused; the running configuration stays in effect: fix the problems above and reload again"
                 );
