@@ -40,7 +40,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -379,6 +379,13 @@ fn serve_connection<S>(
         request.extensions_mut().insert(peer.clone());
         let answer = router.clone().oneshot(request);
         async move {
+            // A cached credential is ready at the first poll; only an
+            // answer that has to wait gets a timer.
+            let mut answer = std::pin::pin!(answer);
+            let first = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx))).await;
+            if let Poll::Ready(answered) = first {
+                return answered;
+            }
             match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
                 Ok(answered) => answered,
                 Err(_) => Ok(super::error(
@@ -408,24 +415,40 @@ fn serve_connection<S>(
 /// in progress is written; after [`CONNECTION_GRACE`] more, every read and
 /// write fails, which ends a connection stuck writing to a client that
 /// does not read.
+///
+/// The deadlines are compared with the clock on each read and write; the
+/// timer that wakes a stuck connection is only polled when the stream has
+/// to wait, so a busy connection costs no timer work per request.
 struct AgeLimited<S> {
     inner: S,
-    retire: Pin<Box<Sleep>>,
+    retire_at: Instant,
+    cutoff_at: Instant,
     cutoff: Pin<Box<Sleep>>,
 }
 
 impl<S> AgeLimited<S> {
     fn new(inner: S) -> AgeLimited<S> {
+        let opened = Instant::now();
+        let cutoff_at = opened + MAX_CONNECTION_AGE + CONNECTION_GRACE;
         AgeLimited {
             inner,
-            retire: Box::pin(tokio::time::sleep(MAX_CONNECTION_AGE)),
-            cutoff: Box::pin(tokio::time::sleep(MAX_CONNECTION_AGE + CONNECTION_GRACE)),
+            retire_at: opened + MAX_CONNECTION_AGE,
+            cutoff_at,
+            cutoff: Box::pin(tokio::time::sleep_until(cutoff_at)),
         }
     }
 
-    /// Polling the deadline registers the task, so it wakes when it passes.
-    fn cut_off(&mut self, cx: &mut Context<'_>) -> bool {
-        self.cutoff.as_mut().poll(cx).is_ready()
+    fn cut_off(&self) -> bool {
+        Instant::now() >= self.cutoff_at
+    }
+
+    /// After the inner stream answered `Pending`: arms the cut-off timer,
+    /// so a stream that waits past it is woken to fail.
+    fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        match self.cutoff.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(too_old())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -443,13 +466,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for AgeLimited<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.cut_off(cx) {
+        if this.cut_off() {
             return Poll::Ready(Err(too_old()));
         }
-        if this.retire.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= this.retire_at {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending => this.wait(cx),
+            ready => ready,
+        }
     }
 }
 
@@ -460,10 +486,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AgeLimited<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.cut_off(cx) {
+        if this.cut_off() {
             return Poll::Ready(Err(too_old()));
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => this.wait(cx),
+            ready => ready,
+        }
     }
 
     fn poll_write_vectored(
@@ -472,10 +501,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AgeLimited<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.cut_off(cx) {
+        if this.cut_off() {
             return Poll::Ready(Err(too_old()));
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.wait(cx),
+            ready => ready,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -484,10 +516,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AgeLimited<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.cut_off(cx) {
+        if this.cut_off() {
             return Poll::Ready(Err(too_old()));
         }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.wait(cx),
+            ready => ready,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
