@@ -120,10 +120,16 @@ pub struct RoleName(String);
 
 impl RoleName {
     pub fn parse(name: &str) -> Option<RoleName> {
+        RoleName::is_valid(name).then(|| RoleName(name.to_owned()))
+    }
+
+    /// Up to 64 of letters, digits, `.`, `_` and `-`, starting with a
+    /// letter or digit.
+    pub fn is_valid(name: &str) -> bool {
         let mut chars = name.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
         let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        (first_ok && rest_ok && name.len() <= 64).then(|| RoleName(name.to_owned()))
+        first_ok && rest_ok && name.len() <= 64
     }
 
     pub fn as_str(&self) -> &str {

@@ -272,10 +272,12 @@ fn host_is_loopback(headers: &HeaderMap, port: u16) -> bool {
     name_ok && port_ok
 }
 
+// The request comes last and whole, so its headers are borrowed rather
+// than copied as a `HeaderMap` extractor would.
 async fn default_credentials(
     State(state): State<Arc<ServerState>>,
     Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
     let default = state.store.table().default.clone();
     let Some(name) = default else {
@@ -291,16 +293,16 @@ async fn default_credentials(
             error(StatusCode::NOT_FOUND, "NoDefaultRole", &message),
         );
     };
-    credentials(&state, &peer, &headers, name.as_str()).await
+    credentials(&state, &peer, request.headers(), name.as_str()).await
 }
 
 async fn named_credentials(
     State(state): State<Arc<ServerState>>,
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
-    credentials(&state, &peer, &headers, &name).await
+    credentials(&state, &peer, request.headers(), &name).await
 }
 
 async fn credentials(
@@ -419,16 +421,32 @@ fn audited(peer: &Peer, role: &str, response: Response) -> Response {
     let role = truncate(role);
     match peer {
         Peer::Unix { uid, gid, pid } => {
-            tracing::info!(target: "assumed::audit", role, listener = "unix", status, uid, gid, pid = pid.unwrap_or(0), "credential request");
+            tracing::info!(target: "assumed::audit", role = %AuditedRole(role), listener = %"unix", status, uid, gid, pid = pid.unwrap_or(0), "credential request");
         }
         Peer::Tcp { .. } => {
-            tracing::info!(target: "assumed::audit", role, listener = "tcp", status, "credential request");
+            tracing::info!(target: "assumed::audit", role = %AuditedRole(role), listener = %"tcp", status, "credential request");
         }
     }
     response
 }
 
 /// Caps what a client sent before it is echoed in a message or a log.
+/// A role as its audit line shows it. A valid role name is written as it
+/// is, which spares the quoting and escaping of a `Debug` field, most of a
+/// line's cost; any other text a client sent is quoted and escaped, so it
+/// cannot pass for other fields.
+struct AuditedRole<'a>(&'a str);
+
+impl std::fmt::Display for AuditedRole<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == "-" || RoleName::is_valid(self.0) {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
 fn truncate(text: &str) -> &str {
     let end = text
         .char_indices()

@@ -803,3 +803,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_audited_role_is_plain_when_valid_and_quoted_when_a_client_made_it_up() {
+    assert_eq!(AuditedRole("duper").to_string(), "duper");
+    assert_eq!(AuditedRole("-").to_string(), "-");
+    assert_eq!(
+        AuditedRole("x\"status=200").to_string(),
+        r#""x\"status=200""#,
+        "text that could pass for another field is quoted and escaped"
+    );
+}
