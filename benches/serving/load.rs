@@ -29,6 +29,9 @@ pub struct Load {
     pub paths: Vec<String>,
     pub connections: usize,
     pub duration: Duration,
+    /// Requests per second for all connections together; `None` sends
+    /// each request as soon as the last answer on its connection arrived.
+    pub rate: Option<u32>,
 }
 
 /// What one run measured.
@@ -42,6 +45,8 @@ pub struct Outcome {
     pub p99: Duration,
     pub p999: Duration,
     pub slowest: Duration,
+    /// The server process's CPU time (user and system) per request answered.
+    pub cpu_per_request: Duration,
     /// Non-200 statuses and transport errors, by kind, for the report.
     pub error_kinds: Vec<(String, u64)>,
 }
@@ -74,6 +79,7 @@ impl Outcome {
             p99: figure(|run| run.p99),
             p999: figure(|run| run.p999),
             slowest: runs.iter().map(|run| run.slowest).max().unwrap_or_default(),
+            cpu_per_request: figure(|run| run.cpu_per_request),
             error_kinds,
         }
     }
@@ -105,6 +111,9 @@ pub fn run(oha: &Path, load: &Load) -> Result<Outcome, LoadError> {
         // Requests still in flight at the deadline are waited for, not
         // counted as errors.
         .arg("-w");
+    if let Some(rate) = load.rate {
+        command.args(["-q", &rate.to_string()]);
+    }
     let host = match &load.target {
         Target::Tcp { addr, token } => {
             if let Some(token) = token {

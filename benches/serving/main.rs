@@ -77,6 +77,9 @@ struct Options {
     /// Connections for the main comparison.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// The request rate of the comparison below saturation.
+    #[arg(long, default_value_t = 50_000)]
+    rate: u32,
     /// Rounds of the main comparison; the report gives their medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -148,6 +151,8 @@ pub struct Results {
     pub settings: report::Settings,
     pub readiness: daemon::Readiness,
     pub steady: Vec<Measured>,
+    /// Baseline and daemon over TCP at `--rate` requests/s.
+    pub fixed_rate: (Outcome, Outcome),
     pub clients: Vec<(usize, Outcome, Outcome)>,
     pub rss_ready_kib: u64,
     /// After the 64-connection rounds, and the requests they made.
@@ -195,19 +200,24 @@ struct Driver<'a> {
 
 impl Driver<'_> {
     /// A warm-up, then the measured load.
-    fn measure(&self, load: Load) -> Result<(Outcome, u64), BenchError> {
+    /// `server` is the process answering, whose CPU time is read.
+    fn measure(&self, load: Load, server: u32) -> Result<(Outcome, u64), BenchError> {
         let warmup = Load {
             duration: self.options.warmup,
             ..load.clone()
         };
         let warm = load::run(&self.options.oha, &warmup).map_err(load_error)?;
-        let measured = load::run(&self.options.oha, &load).map_err(load_error)?;
+        let cpu_before = probe::cpu_time(server);
+        let mut measured = load::run(&self.options.oha, &load).map_err(load_error)?;
+        let cpu = probe::cpu_time(server).saturating_sub(cpu_before);
+        measured.cpu_per_request = cpu / u32::try_from(measured.total().max(1)).unwrap_or(u32::MAX);
         eprintln!(
-            "  {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  errors {}",
+            "  {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  CPU {:>5.1} µs/req  errors {}",
             measured.requests_per_second,
             ms(measured.p50),
             ms(measured.p99),
             ms(measured.p999),
+            micros(measured.cpu_per_request),
             measured.errors
         );
         let sent = warm.total() + measured.total();
@@ -220,6 +230,7 @@ impl Driver<'_> {
             paths: vec!["/v1/credentials".into()],
             connections,
             duration: self.options.duration,
+            rate: None,
         }
     }
 }
@@ -235,6 +246,10 @@ pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+pub fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
 fn run(options: &Options) -> Result<Results, BenchError> {
     let driver = Driver { options };
     let settings = report::Settings {
@@ -243,6 +258,7 @@ fn run(options: &Options) -> Result<Results, BenchError> {
         warmup: options.warmup,
         connections: options.connections,
         rounds: options.rounds,
+        rate: options.rate,
     };
 
     eprintln!("starting the daemon (1 role, direct mode) and the baseline");
@@ -282,6 +298,13 @@ fn run(options: &Options) -> Result<Results, BenchError> {
         ("baseline, Unix socket", &baseline_unix, false),
         ("assumed, Unix socket", &daemon_unix, true),
     ];
+    let pid = |is_daemon: bool| {
+        if is_daemon {
+            daemon.pid
+        } else {
+            baseline.pid()
+        }
+    };
     // Rounds alternate baseline and daemon, so a neighbour's burst of work
     // on the shared cores lands on both rather than on one.
     let mut rounds: Vec<Vec<Outcome>> = vec![Vec::new(); runs.len()];
@@ -291,8 +314,10 @@ fn run(options: &Options) -> Result<Results, BenchError> {
                 "{label}, {} connections, round {round}/{}",
                 options.connections, options.rounds
             );
-            let (outcome, sent) =
-                driver.measure(driver.load((*target).clone(), options.connections))?;
+            let (outcome, sent) = driver.measure(
+                driver.load((*target).clone(), options.connections),
+                pid(*is_daemon),
+            )?;
             if *is_daemon {
                 served += sent;
             }
@@ -312,12 +337,43 @@ fn run(options: &Options) -> Result<Results, BenchError> {
     let rss_steady_kib = probe::rss_kib(daemon.pid);
     let served_steady = served;
 
+    // The same comparison below saturation: at a fixed rate neither server
+    // competes with the load generator for every cycle of the two cores.
+    let mut at_rate: Vec<Vec<Outcome>> = vec![Vec::new(); 2];
+    for round in 1..=options.rounds {
+        for (index, (target, is_daemon)) in [(&baseline_tcp, false), (&daemon_tcp, true)]
+            .into_iter()
+            .enumerate()
+        {
+            eprintln!(
+                "{}, TCP, {} requests/s, round {round}/{}",
+                if is_daemon { "assumed" } else { "baseline" },
+                options.rate,
+                options.rounds
+            );
+            let load = Load {
+                rate: Some(options.rate),
+                ..driver.load(target.clone(), options.connections)
+            };
+            let (outcome, sent) = driver.measure(load, pid(is_daemon))?;
+            if is_daemon {
+                served += sent;
+            }
+            at_rate[index].push(outcome);
+        }
+    }
+    let fixed_rate = (Outcome::median(&at_rate[0]), Outcome::median(&at_rate[1]));
+
     let mut clients = Vec::new();
     for connections in [1, 1024] {
         eprintln!("baseline, TCP, {connections} connections");
-        let (base, _) = driver.measure(driver.load(baseline_tcp.clone(), connections))?;
+        let (base, _) = driver.measure(
+            driver.load(baseline_tcp.clone(), connections),
+            baseline.pid(),
+        )?;
         eprintln!("assumed, TCP, {connections} connections");
-        let (ours, sent) = driver.measure(driver.load(daemon_tcp.clone(), connections))?;
+        let (ours, sent) =
+            driver.measure(driver.load(daemon_tcp.clone(), connections), daemon.pid)?;
         served += sent;
         clients.push((connections, base, ours));
     }
@@ -339,6 +395,7 @@ fn run(options: &Options) -> Result<Results, BenchError> {
         settings,
         readiness,
         steady,
+        fixed_rate,
         clients,
         rss_ready_kib,
         rss_steady_kib,
@@ -414,7 +471,8 @@ fn refresh_under_load(driver: &Driver) -> Result<RefreshRun, BenchError> {
         addr: daemon.tcp,
         token: Some(daemon.token.clone()),
     };
-    let (outcome, _) = driver.measure(driver.load(target, driver.options.connections))?;
+    let (outcome, _) =
+        driver.measure(driver.load(target, driver.options.connections), daemon.pid)?;
     let (refreshes_after, _) = refresh_state(&daemon)?;
     let calls_after = sts.stats();
     daemon.stop();
@@ -480,8 +538,9 @@ fn cost_of_roles(driver: &Driver) -> Result<RolesRuns, BenchError> {
             paths: role_paths(roles),
             connections: driver.options.connections,
             duration: driver.options.duration,
+            rate: None,
         };
-        let (outcome, _) = driver.measure(load)?;
+        let (outcome, _) = driver.measure(load, daemon.pid)?;
         runs.push(RolesRun {
             roles,
             all_usable,
@@ -543,6 +602,10 @@ impl Baseline {
             socket,
             _dir: dir,
         })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

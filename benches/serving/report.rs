@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::load::Outcome;
-use crate::{Results, ms};
+use crate::{Results, micros, ms};
 
 pub const BEGIN: &str = "<!-- results:begin (written by bench/run.sh) -->";
 pub const END: &str = "<!-- results:end -->";
@@ -65,6 +65,7 @@ pub struct Settings {
     pub warmup: Duration,
     pub connections: usize,
     pub rounds: usize,
+    pub rate: u32,
 }
 
 /// Replaces what lies between the markers in `path`, or appends a marked
@@ -99,12 +100,13 @@ fn mib(kib: u64) -> String {
 fn row(out: &mut String, label: &str, outcome: &Outcome) {
     let _ = writeln!(
         out,
-        "| {label} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+        "| {label} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {} |",
         outcome.requests_per_second,
         ms(outcome.p50),
         ms(outcome.p99),
         ms(outcome.p999),
         ms(outcome.slowest),
+        micros(outcome.cpu_per_request),
         errors(outcome),
     );
 }
@@ -121,7 +123,7 @@ fn errors(outcome: &Outcome) -> String {
     format!("{} ({})", outcome.errors, kinds.join(", "))
 }
 
-const TABLE_HEAD: &str = "| run | requests/s | p50 ms | p99 ms | p99.9 ms | slowest ms | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |";
+const TABLE_HEAD: &str = "| run | requests/s | p50 ms | p99 ms | p99.9 ms | slowest ms | server CPU µs/request | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |";
 
 pub fn render(results: &Results) -> String {
     let mut out = String::new();
@@ -256,7 +258,25 @@ pub fn render(results: &Results) -> String {
     }
     let _ = writeln!(
         out,
-        "\nassumed / baseline: TCP {throughput:.2}× the throughput, {p99:.2}× the p99; Unix socket {unix_throughput:.2}× the throughput, {unix_p99:.2}× the p99.\n"
+        "\nassumed / baseline: TCP {throughput:.2}× the throughput, {p99:.2}× the p99, {:.2}× the CPU per request; Unix socket {unix_throughput:.2}× the throughput, {unix_p99:.2}× the p99.\n",
+        ours_tcp.cpu_per_request.as_secs_f64() / base_tcp.cpu_per_request.as_secs_f64().max(1e-9)
+    );
+
+    let (base_rate, ours_rate) = &results.fixed_rate;
+    let _ = writeln!(
+        out,
+        "### Below saturation: {} requests/s, TCP, {} connections\n",
+        settings.rate, settings.connections
+    );
+    let _ = writeln!(out, "{TABLE_HEAD}");
+    row(&mut out, "baseline", base_rate);
+    row(&mut out, "assumed", ours_rate);
+    let _ = writeln!(
+        out,
+        "\nMedians of {} alternating rounds. assumed / baseline: {:.2}× the p99, {:.2}× the p99.9.\n",
+        settings.rounds,
+        ours_rate.p99.as_secs_f64() / base_rate.p99.as_secs_f64(),
+        ours_rate.p999.as_secs_f64() / base_rate.p999.as_secs_f64(),
     );
     let _ = writeln!(
         out,
