@@ -45,7 +45,6 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
@@ -104,7 +103,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
                 "no such path; credentials are at /v1/credentials/NAME",
             )
         })
-        .layer(axum::middleware::from_fn(guard))
+        .layer(GuardLayer)
         // Outside the guards, so refusals are counted too.
         .layer(CountRequestsLayer::new(state.metrics.clone()))
         .with_state(state)
@@ -119,23 +118,99 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The request guards that apply to every path. A refused credential
-/// request is audited like any other.
-async fn guard(request: Request, next: Next) -> Response {
-    let Some(refusal) = refuse(&request) else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    match (
-        request.extensions().get::<Peer>(),
-        path.strip_prefix(CREDENTIALS_PATH),
-    ) {
-        (Some(peer), Some(rest)) => {
-            let role = rest.strip_prefix('/').filter(|name| !name.is_empty());
-            audited(peer, role.unwrap_or("-"), refusal)
-        }
-        _ => refusal,
+/// The request guards that apply to every path, as a tower layer: a
+/// request that passes goes to the route untouched, one that does not is
+/// answered at once. A refused credential request is audited like any
+/// other. (Written out rather than with `axum::middleware::from_fn`, which
+/// boxes a copy of the route and a future on every request.)
+#[derive(Clone, Copy, Debug)]
+struct GuardLayer;
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded { inner }
     }
+}
+
+#[derive(Clone, Debug)]
+struct Guarded<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = GuardedFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match guard(&request) {
+            Some(refusal) => GuardedFuture::Refused {
+                refusal: Some(refusal),
+            },
+            None => GuardedFuture::Passed {
+                inner: self.inner.call(request),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The route's answer, or the guard's refusal.
+    #[project = GuardedProjection]
+    enum GuardedFuture<F> {
+        Passed { #[pin] inner: F },
+        Refused { refusal: Option<Response> },
+    }
+}
+
+impl<F, E> std::future::Future for GuardedFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            GuardedProjection::Passed { inner } => inner.poll(cx),
+            GuardedProjection::Refused { refusal } => {
+                std::task::Poll::Ready(Ok(refusal.take().expect("polled after completion")))
+            }
+        }
+    }
+}
+
+/// The refusal for `request`, audited if it asked for a credential; `None`
+/// when every guard lets it pass.
+fn guard(request: &Request) -> Option<Response> {
+    let refusal = refuse(request)?;
+    let path = request.uri().path();
+    Some(
+        match (
+            request.extensions().get::<Peer>(),
+            path.strip_prefix(CREDENTIALS_PATH),
+        ) {
+            (Some(peer), Some(rest)) => {
+                let role = rest.strip_prefix('/').filter(|name| !name.is_empty());
+                audited(peer, role.unwrap_or("-"), refusal)
+            }
+            _ => refusal,
+        },
+    )
 }
 
 fn refuse(request: &Request) -> Option<Response> {
