@@ -43,6 +43,12 @@ async fn a_socket_peer_outside_the_listeners_allowlist_gets_403() {
         .unwrap();
     assert_eq!(status, 403);
     assert_eq!(json(&body)["code"], "PeerNotAllowed");
+    let directory = std::fs::metadata(setup.socket.parent().unwrap()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&directory.permissions()) & 0o777,
+        0o750,
+        "the directory the daemon made for its socket lets the clients' group in, under umask 077"
+    );
     let (status, _) = get_with_token(daemon.tcp, "/v1/credentials/duper", &setup.token()).await;
     assert_eq!(
         status, 200,

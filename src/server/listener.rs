@@ -109,12 +109,8 @@ pub fn bind_unix(path: &Path, group: Option<u32>) -> Result<UnixListener, Listen
         action,
         source,
     };
-    if let Some(parent) = path.parent().filter(|parent| !parent.exists()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(parent)
-            .map_err(|e| io("cannot create its directory", e))?;
+    if let Some(parent) = path.parent() {
+        create_directories(parent, group).map_err(|e| io("cannot create its directory", e))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
@@ -145,6 +141,29 @@ pub fn bind_unix(path: &Path, group: Option<u32>) -> Result<UnixListener, Listen
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| io("cannot set its mode", e))?;
     Ok(listener)
+}
+
+/// Creates `dir` and any missing parent, each 0750 with `group`, so the
+/// clients' group can reach the socket and token inside. The daemon's
+/// umask (077) would leave them 0700, so the mode is set explicitly.
+/// Directories that exist are left as they are.
+fn create_directories(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists())
+        .collect();
+    for directory in missing.into_iter().rev() {
+        std::fs::DirBuilder::new().mode(0o750).create(directory)?;
+        let metadata = std::fs::metadata(directory)?;
+        let current_gid = std::os::unix::fs::MetadataExt::gid(&metadata);
+        // Only when it differs: the packaged unit's syscall filter forbids
+        // chown, and there the setgid /run/assumed already has the group.
+        if let Some(gid) = group.filter(|gid| *gid != current_gid) {
+            rustix::fs::chown(directory, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+        }
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o750))?;
+    }
+    Ok(())
 }
 
 /// Binds the loopback TCP listener.
@@ -224,7 +243,7 @@ pub fn read_token(key: &'static str, path: &Path) -> Result<Option<SecretString>
 fn check_token(text: &str, path: &Path) -> Result<(), String> {
     if text.ends_with('\n') || text.ends_with('\r') || text.ends_with(' ') {
         return Err(format!(
-            "ends with whitespace, which SDK clients would send as part of the token; rewrite it without (printf %s \"$(cat {0})\" > {0}.new && mv {0}.new {0}), or delete it to have one generated",
+            "ends with whitespace, which SDK clients would send as part of the token or refuse to send; strip it in place, keeping the file's mode and group (sed -i -z 's/[[:space:]]*$//' {0}), or delete the file to have one generated",
             path.display()
         ));
     }
@@ -243,11 +262,8 @@ fn create_token(path: &Path, group: Option<u32>) -> std::io::Result<SecretString
     let token = SecretString::from(data_encoding::BASE64URL_NOPAD.encode(&bytes));
     zeroize::Zeroize::zeroize(&mut bytes);
 
-    if let Some(parent) = path.parent().filter(|parent| !parent.exists()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(parent)?;
+    if let Some(parent) = path.parent() {
+        create_directories(parent, group)?;
     }
     // Written beside the target and renamed, so no reader sees half a token.
     let staging = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -562,7 +578,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            message.contains("whitespace") && message.contains("printf %s"),
+            message.contains("whitespace") && message.contains("sed -i -z"),
             "{message}"
         );
     }
@@ -732,7 +748,10 @@ mod tests {
             .permissions()
             .mode()
             & 0o777;
-        assert_eq!(parent_mode & 0o007, 0, "the directory is closed to others");
+        assert_eq!(
+            parent_mode, 0o750,
+            "the group can reach the socket, others cannot"
+        );
         assert!(matches!(
             bind_unix(&path, None),
             Err(ListenError::SocketInUse { .. })
