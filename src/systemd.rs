@@ -140,8 +140,11 @@ pub enum SystemdError {
         kind: &'static str,
     },
 
-    /// A TCP socket is bound beyond loopback, where no client should reach it.
-    #[error("passed TCP socket {fd} is bound to {addr}; credentials are served on loopback only")]
+    /// A TCP socket is bound beyond loopback, where no client should reach
+    /// it, or to a loopback address the Host check does not accept.
+    #[error(
+        "passed TCP socket {fd} is bound to {addr}; credentials are served on 127.0.0.1 or [::1] only: set ListenStream= in assumed.socket to one of them"
+    )]
     TcpNotLoopback { fd: RawFd, addr: IpSocketAddr },
 
     /// A Unix socket has no path, so file permissions cannot guard it.
@@ -508,7 +511,10 @@ fn place_tcp(raw: RawFd, listener: TcpListener, into: &mut ListenFds) -> Result<
             operation: "read the socket address",
             source,
         })?;
-    if !addr.ip().is_loopback() {
+    // The same two addresses listen.tcp accepts: the Host check and SDK
+    // clients know no other spelling of this host.
+    let ip = addr.ip();
+    if ip != std::net::Ipv4Addr::LOCALHOST && ip != std::net::Ipv6Addr::LOCALHOST {
         return Err(SystemdError::TcpNotLoopback { fd: raw, addr });
     }
     if into.tcp.is_some() {
@@ -537,6 +543,21 @@ mod tests {
         let mut buf = [0u8; 512];
         let len = socket.recv(&mut buf).expect("a notification arrives");
         String::from_utf8(buf[..len].to_vec()).expect("notifications are UTF-8")
+    }
+
+    #[test]
+    fn a_passed_tcp_socket_must_be_on_an_address_the_host_check_accepts() {
+        use std::os::fd::AsRawFd;
+        for (addr, accepted) in [("127.0.0.1:0", true), ("127.0.0.2:0", false)] {
+            let listener = TcpListener::bind(addr).unwrap();
+            let raw = listener.as_raw_fd();
+            let mut fds = ListenFds::default();
+            let placed = place_tcp(raw, listener, &mut fds);
+            assert_eq!(placed.is_ok(), accepted, "{addr}: {placed:?}");
+            if let Err(error) = placed {
+                assert!(error.to_string().contains("ListenStream="), "{error}");
+            }
+        }
     }
 
     #[test]
