@@ -42,6 +42,10 @@ const DEFAULT_REFRESH_AHEAD: Duration = Duration::from_secs(30 * 60);
 const MIN_REFRESH_AHEAD: Duration = Duration::from_secs(120);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// STS answers within a second or two; a timeout below this fails every
+/// call, one above it holds a refresh for longer than a session's margin.
+const MIN_STS_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_STS_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_TOKEN_FILE: &str = "/run/assumed/token";
 /// Enough for every SDK client on a busy host, well inside a raised fd limit.
 const DEFAULT_MAX_CONNECTIONS: usize = 2048;
@@ -231,10 +235,15 @@ fn describe_read_error(error: &config::ConfigError, override_names: &[String]) -
     let unknown = text
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
-        .map(|field| format!("__{}", field.to_uppercase()));
-    if let Some(suffix) = unknown
-        && let Some(name) = override_names.iter().find(|name| name.ends_with(&suffix))
-    {
+        .map(str::to_uppercase);
+    // ASSUMED_SECTION__KEY: an unknown key ends the name, an unknown
+    // section starts it.
+    let from_environment = unknown.and_then(|field| {
+        override_names.iter().find(|name| {
+            name.ends_with(&format!("__{field}")) || name.starts_with(&format!("ASSUMED_{field}__"))
+        })
+    });
+    if let Some(name) = from_environment {
         text.push_str(&format!(
             "; it comes from the environment variable {name}: correct its name or unset it"
         ));
@@ -607,6 +616,14 @@ fn validate_aws(raw: RawAws, problems: &mut Problems) -> Option<AwsSettings> {
     );
     let connect_timeout = problems.duration("aws.connect_timeout", raw.connect_timeout);
     let read_timeout = problems.duration("aws.read_timeout", raw.read_timeout);
+    for (key, timeout) in [
+        ("aws.connect_timeout", connect_timeout),
+        ("aws.read_timeout", read_timeout),
+    ] {
+        if let Some(timeout) = timeout {
+            problems.within(key, timeout, MIN_STS_TIMEOUT, MAX_STS_TIMEOUT);
+        }
+    }
     Some(AwsSettings {
         region: region?,
         sts_endpoint: raw.sts_endpoint,
@@ -1177,6 +1194,17 @@ mod tests {
     }
 
     #[test]
+    fn sts_timeouts_that_would_fail_every_call_are_refused() {
+        for (key, value) in [("connect_timeout", "0s"), ("read_timeout", "1000h")] {
+            let text = GOOD.replace(
+                "region = \"us-east-1\"",
+                &format!("region = \"us-east-1\"\n{key} = \"{value}\""),
+            );
+            assert_eq!(problem_keys(&text), vec![format!("aws.{key}")], "{value}");
+        }
+    }
+
+    #[test]
     fn a_misspelt_override_is_named_as_an_environment_variable() {
         let message = load(GOOD, &[("ASSUMED_AWS__REGOIN", "eu-west-1")])
             .unwrap_err()
@@ -1184,6 +1212,13 @@ mod tests {
         assert!(
             message.contains("unknown field `regoin`")
                 && message.contains("environment variable ASSUMED_AWS__REGOIN"),
+            "{message}"
+        );
+        let message = load(GOOD, &[("ASSUMED_BOGUS__KEY", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("environment variable ASSUMED_BOGUS__KEY"),
             "{message}"
         );
     }
