@@ -499,10 +499,8 @@ fn policy(request: &crate::policy::PolicyRequest, document: Option<&str>) -> Exi
         None => serde_json::to_string_pretty(&set),
     };
     match json {
-        Ok(json) => {
-            println!("{json}");
-            ExitCode::SUCCESS
-        }
+        // A reader that stops early (`| head`) ends the output, not the process.
+        Ok(json) => print(format!("{json}\n").as_bytes()),
         Err(error) => fail(&error),
     }
 }
@@ -589,6 +587,12 @@ fn env(config_path: &std::path::Path, role: Option<&str>) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
+    if let Some(addr) = config.listen.tcp.filter(|addr| addr.port() == 0) {
+        eprintln!(
+            "listen.tcp {addr}: port 0 lets the daemon pick a free port at each start, so clients cannot be told one; set a fixed port"
+        );
+        return ExitCode::FAILURE;
+    }
     let Some(addr) = config.listen.tcp else {
         eprintln!(
             "listen.tcp is not set: SDK clients can only use the TCP endpoint; set it, or use credential-process over the socket"
@@ -617,13 +621,15 @@ fn env(config_path: &std::path::Path, role: Option<&str>) -> ExitCode {
     let token_file = chosen
         .and_then(|r| r.token_file.clone())
         .unwrap_or(config.listen.token_file);
-    println!("export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{addr}{path}");
-    println!(
-        "export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
-        token_file.display()
-    );
-    println!("unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_AUTHORIZATION_TOKEN");
-    ExitCode::SUCCESS
+    print(
+        format!(
+            "export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{addr}{path}\n\
+             export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}\n\
+             unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_AUTHORIZATION_TOKEN\n",
+            token_file.display()
+        )
+        .as_bytes(),
+    )
 }
 
 /// Logs to stderr in `format`; `RUST_LOG` picks the level (default info).
@@ -701,13 +707,43 @@ fn fatal(error: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// An error and its causes. Many messages already end with their cause's
+/// text (`cannot listen: Address already in use`); such a cause is not
+/// repeated.
 fn chain(error: &dyn std::error::Error, separator: &str) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(separator);
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(separator);
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("listen.tcp 127.0.0.1:1: cannot listen: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let error = Outer(std::io::Error::other("Address already in use"));
+        assert_eq!(
+            chain(&error, "; "),
+            "listen.tcp 127.0.0.1:1: cannot listen: Address already in use"
+        );
+        let wrapped = std::io::Error::other(Outer(std::io::Error::other("gone")));
+        assert_eq!(
+            chain(&wrapped, "; "),
+            "listen.tcp 127.0.0.1:1: cannot listen: gone",
+            "a wrapper whose text is its cause's adds nothing either"
+        );
+    }
 }

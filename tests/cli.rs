@@ -184,6 +184,19 @@ async fn status_finds_the_socket_named_in_the_configuration() {
 #[tokio::test]
 async fn env_prints_a_roles_endpoint_and_refuses_a_role_that_is_not_configured() {
     let setup = Setup::new(&[role("duper"), role("other")], None).await;
+    let with_port_0 = std::fs::read_to_string(&setup.config_path).unwrap();
+    let port_0 = Command::new(binary())
+        .args(["env", "--config"])
+        .arg(&setup.config_path)
+        .output()
+        .unwrap();
+    assert!(!port_0.status.success(), "no address to give clients");
+    assert!(String::from_utf8_lossy(&port_0.stderr).contains("fixed port"));
+    std::fs::write(
+        &setup.config_path,
+        with_port_0.replace("tcp = \"127.0.0.1:0\"", "tcp = \"127.0.0.1:9911\""),
+    )
+    .unwrap();
     let env = |role: &str| {
         Command::new(binary())
             .args(["env", "--role", role, "--config"])
@@ -197,7 +210,7 @@ async fn env_prints_a_roles_endpoint_and_refuses_a_role_that_is_not_configured()
     assert!(known.status.success());
     assert!(
         stdout.contains(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:0/v1/credentials/other\n"
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9911/v1/credentials/other\n"
         ) && stdout.contains(&format!(
             "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}\n",
             setup.token_file.display()
