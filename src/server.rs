@@ -478,10 +478,20 @@ fn authorize(
             let spec = &slot.spec;
             let listener_ok = allowed(&listen.allowed_uids, &listen.allowed_gids, *uid, *gid);
             let role_ok = allowed(&spec.allowed_uids, &spec.allowed_gids, *uid, *gid);
-            (!(listener_ok && role_ok)).then(|| {
-                let message = format!("uid {uid} gid {gid} may not read role {}; add it to allowed_uids or allowed_gids", spec.name);
-                error(StatusCode::FORBIDDEN, "PeerNotAllowed", &message)
-            })
+            let lists = match (listener_ok, role_ok) {
+                (true, true) => return None,
+                (false, true) => "listen.allowed_uids or listen.allowed_gids".to_owned(),
+                (true, false) => format!("allowed_uids or allowed_gids of role {}", spec.name),
+                (false, false) => format!(
+                    "listen.allowed_uids or listen.allowed_gids, and allowed_uids or allowed_gids of role {}",
+                    spec.name
+                ),
+            };
+            let message = format!(
+                "uid {uid} gid {gid} may not read role {}; add the uid or a gid to {lists}",
+                spec.name
+            );
+            Some(error(StatusCode::FORBIDDEN, "PeerNotAllowed", &message))
         }
     }
 }

@@ -548,8 +548,9 @@ async fn refuses_near_misses_of_the_token_with_403() {
     let near = [
         TOKEN[..TOKEN.len() - 1].to_owned(),
         format!("{TOKEN}x"),
-        format!("{TOKEN} "),
-        format!(" {TOKEN}"),
+        // Spaces around a header value are not part of it (hyper strips
+        // them on the wire); one inside is.
+        format!("{} {}", &TOKEN[..10], &TOKEN[10..]),
         TOKEN.to_ascii_uppercase(),
         TOKEN[..16].to_owned(),
     ];
