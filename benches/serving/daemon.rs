@@ -22,6 +22,8 @@ const LISTEN_WAIT: Duration = Duration::from_secs(30);
 const STOP_WAIT: Duration = Duration::from_secs(15);
 /// Between readiness probes while the socket does not exist yet.
 const PROBE_INTERVAL: Duration = Duration::from_millis(1);
+/// How long to wait for a line the daemon has logged but may still hold.
+const LOG_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -228,18 +230,31 @@ impl Daemon {
             .ok_or_else(|| self.fail("logged no listening line with a tcp= address"))
     }
 
+    /// From the log: the daemon's workers write their lines when they go
+    /// idle, which may be just after the first credential was answered, so
+    /// the log is read again for a moment.
     fn first_sts_round_trip(&self) -> Option<Duration> {
-        let lines = self.log_lines();
-        let at = |needle: &str| {
-            lines
-                .iter()
-                .find(|line| line.contains(needle))
-                .and_then(|line| line.split_whitespace().next())
-                .and_then(|stamp| humantime::parse_rfc3339(stamp).ok())
-        };
-        let called: SystemTime = at("calling AssumeRole")?;
-        let refreshed = at("refreshed role session")?;
-        refreshed.duration_since(called).ok()
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            let lines = self.log_lines();
+            let at = |needle: &str| {
+                lines
+                    .iter()
+                    .find(|line| line.contains(needle))
+                    .and_then(|line| line.split_whitespace().next())
+                    .and_then(|stamp| humantime::parse_rfc3339(stamp).ok())
+            };
+            if let (Some(called), Some(refreshed)) =
+                (at("calling AssumeRole"), at("refreshed role session"))
+            {
+                let called: SystemTime = called;
+                return refreshed.duration_since(called).ok();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
     }
 
     /// The credential body the daemon serves for the default role.
