@@ -247,6 +247,16 @@ fn describe_read_error(error: &config::ConfigError, override_names: &[String]) -
         text.push_str(&format!(
             "; it comes from the environment variable {name}: correct its name or unset it"
         ));
+    } else if let Some(name) = override_names
+        .iter()
+        .find(|name| name.starts_with("ASSUMED_ROLE__"))
+        .filter(|_| text.contains("for key `role"))
+    {
+        text.push_str(&format!(
+            "; roles are [[role]] tables of the file and cannot be set from the environment: unset {name}"
+        ));
+    } else if text.contains("not found") {
+        text.push_str("; give the file with --config or ASSUMED_CONFIG");
     }
     text
 }
@@ -1214,6 +1224,10 @@ mod tests {
                 && message.contains("environment variable ASSUMED_AWS__REGOIN"),
             "{message}"
         );
+        let message = load(GOOD, &[("ASSUMED_ROLE__NAME", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("unset ASSUMED_ROLE__NAME"), "{message}");
         let message = load(GOOD, &[("ASSUMED_BOGUS__KEY", "1")])
             .unwrap_err()
             .to_string();

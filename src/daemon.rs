@@ -364,7 +364,8 @@ impl Daemon {
                     .iter()
                     .flat_map(|problem| problem.lines())
                     .map(|line| line.trim().trim_start_matches("- "))
-                    .filter(|line| !line.is_empty())
+                    // The list's heading ("… has 2 problem(s):") is not one.
+                    .filter(|line| !line.is_empty() && !line.ends_with("problem(s):"))
                     .collect();
                 for line in &lines {
                     tracing::warn!(config = %path.display(), problem = %line, "reload refused: problem in the new configuration");
