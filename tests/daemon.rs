@@ -359,7 +359,13 @@ async fn no_secret_reaches_any_log_line_even_at_trace_level() {
         .await
         .unwrap();
     assert_eq!(status, 403, "the socket peer is refused");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon
+        .wait_for_line(|line| {
+            line.contains("assumed::audit")
+                && line.contains("listener=unix")
+                && line.contains("status=403")
+        })
+        .await;
 
     let logs = daemon.logs().join("\n");
     assert!(

@@ -55,11 +55,8 @@ async fn a_socket_peer_outside_the_listeners_allowlist_gets_403() {
         "TCP is governed by the token, not the uid list"
     );
     let audit = daemon
-        .logs()
-        .into_iter()
-        .map(|line| strip_ansi(&line))
-        .find(|line| line.contains("assumed::audit") && line.contains("listener=unix"))
-        .expect("the refusal was audited");
+        .wait_for_line(|line| line.contains("assumed::audit") && line.contains("listener=unix"))
+        .await;
     assert!(
         audit.contains("status=403") && audit.contains("uid=0"),
         "{audit}"

@@ -395,7 +395,9 @@ async fn a_refused_refresh_is_counted_with_its_class_and_leaves_no_expiry_sample
     let setup = Setup::new(&[role("duper")], None).await;
     setup.standin.inject(access_denied());
     let daemon = Daemon::start(&setup.config_path);
-    wait_for_log(&daemon, "refresh failed").await;
+    daemon
+        .wait_for_line(|line| line.contains("refresh failed"))
+        .await;
 
     let (_, text) = scrape(&daemon).await;
     let metrics = parse_strictly(&text);
@@ -428,22 +430,6 @@ async fn a_refused_refresh_is_counted_with_its_class_and_leaves_no_expiry_sample
         Some(1.0),
         "failed calls are timed too"
     );
-}
-
-async fn wait_for_log(daemon: &Daemon, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(line) = daemon.logs().into_iter().find(|line| line.contains(needle)) {
-            return line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {needle:?}:\n{}",
-            daemon.logs().join("\n")
-        );
-        // The stand-in runs on this test's runtime: wait without blocking it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn status(socket: &Path, json: bool) -> (Option<i32>, String, String) {
@@ -484,7 +470,9 @@ async fn status_exits_1_with_the_error_and_its_hint_when_a_role_is_degraded() {
     let setup = Setup::new(&[role("duper")], None).await;
     setup.standin.inject(access_denied());
     let daemon = Daemon::start(&setup.config_path);
-    wait_for_log(&daemon, "refresh failed").await;
+    daemon
+        .wait_for_line(|line| line.contains("refresh failed"))
+        .await;
 
     let (code, stdout, stderr) = status(&setup.socket, false);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
@@ -588,7 +576,9 @@ async fn credential_process_fails_with_the_reason_on_stderr_when_no_credential_i
     let setup = Setup::new(&[role("duper")], None).await;
     setup.standin.inject(access_denied());
     let daemon = Daemon::start(&setup.config_path);
-    wait_for_log(&daemon, "refresh failed").await;
+    daemon
+        .wait_for_line(|line| line.contains("refresh failed"))
+        .await;
 
     let output = Command::new("sh")
         .arg("-c")

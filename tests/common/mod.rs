@@ -220,6 +220,30 @@ impl Daemon {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The first log line (colours stripped) that `matches`, waited for up
+    /// to 30 s: the daemon's workers write their lines when they go idle,
+    /// and a thread of this test reads them. Waits without blocking the
+    /// test's runtime, which may be running the stand-in.
+    pub async fn wait_for_line(&self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self
+                .logs()
+                .iter()
+                .map(|line| strip_ansi(line))
+                .find(|line| matches(line));
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line:\n{}",
+                self.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
