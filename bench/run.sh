@@ -4,7 +4,7 @@
 # Builds the release binary, installs the load generator (oha, from
 # crates.io) when it is missing, then runs benches/serving against the
 # daemon and a bare hyper baseline on this machine's loopback and temporary
-# Unix sockets. Takes about eight minutes. Extra arguments go to the driver,
+# Unix sockets. Takes about ten minutes. Extra arguments go to the driver,
 # e.g. bench/run.sh --duration 5s --idle 10s for a quick look.
 set -euo pipefail
 cd "$(dirname "$0")/.."

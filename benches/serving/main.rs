@@ -4,7 +4,7 @@
 //!
 //! Run it with `bench/run.sh`, which builds the release binary, installs
 //! `oha` if it is missing and writes the figures into `docs/BENCHMARKS.md`
-//! between its results markers. It takes about eight minutes and is not part
+//! between its results markers. It takes about ten minutes and is not part
 //! of `cargo test`.
 //!
 //! What one run measures, each load being keep-alive connections for a
