@@ -110,7 +110,12 @@ struct ProcessBody<'a> {
 /// Fetches a role's credential and renders `credential_process` JSON.
 pub async fn credential_process(socket: &Path, role: Option<&str>) -> Result<String, String> {
     let path = match role {
-        Some(role) => format!("/v1/credentials/{role}"),
+        Some(role) if crate::config::RoleName::is_valid(role) => format!("/v1/credentials/{role}"),
+        Some(role) => {
+            return Err(format!(
+                "--role {role:?} is not a role name: up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            ));
+        }
         None => "/v1/credentials".to_owned(),
     };
     let (status, body) = get(socket, &path)
@@ -215,5 +220,23 @@ fn format_seconds(seconds: u64) -> String {
         0..=119 => format!("{seconds}s"),
         120..=7199 => format!("{}m", seconds / 60),
         _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_role_that_is_not_a_name_is_refused_before_asking_the_daemon() {
+        let nowhere = Path::new("/nonexistent/assumed.sock");
+        for role in ["a b", "", "../healthz"] {
+            let message = credential_process(nowhere, Some(role)).await.unwrap_err();
+            assert!(message.starts_with("--role"), "{role:?}: {message}");
+        }
+        let message = credential_process(nowhere, Some("duper"))
+            .await
+            .unwrap_err();
+        assert!(!message.starts_with("--role"), "a valid name is asked for");
     }
 }
