@@ -600,7 +600,7 @@ fn env(config_path: &std::path::Path, role: Option<&str>) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let chosen = match role {
-        Some(name) => match config.roles.iter().find(|r| r.name.as_str() == name) {
+        Some(name) => match crate::config::RoleName::parse(name).and_then(|n| config.role(&n)) {
             Some(chosen) => Some(chosen),
             None => {
                 let known: Vec<&str> = config.roles.iter().map(|r| r.name.as_str()).collect();

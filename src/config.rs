@@ -405,18 +405,17 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
             formatter.write_str(ID_EXPECTED)
         }
 
+        // One id: read as the list of it.
         fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Vec<u32>, E> {
-            Ok(vec![id_from(Scalar::Number(value))?])
+            Ok(vec![id_from(ScalarVisitor(ID_EXPECTED).visit_u64(value)?)?])
         }
 
         fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Vec<u32>, E> {
-            let number = u64::try_from(value)
-                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(value), &self))?;
-            Ok(vec![id_from(Scalar::Number(number))?])
+            Ok(vec![id_from(ScalarVisitor(ID_EXPECTED).visit_i64(value)?)?])
         }
 
         fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Vec<u32>, E> {
-            Ok(vec![id_from(Scalar::Text(value.to_owned()))?])
+            Ok(vec![id_from(ScalarVisitor(ID_EXPECTED).visit_str(value)?)?])
         }
 
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
@@ -1200,6 +1199,17 @@ mod tests {
             one.listen.allowed_uids,
             vec![1000],
             "a single id is a list of one"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_name_another() {
+        let message = Config::load_with(Path::new("/nonexistent/assumed.toml"), Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("/nonexistent/assumed.toml") && message.contains("--config"),
+            "{message}"
         );
     }
 

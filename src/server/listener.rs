@@ -454,16 +454,26 @@ impl<S> AgeLimited<S> {
         }
     }
 
-    fn cut_off(&self) -> bool {
-        Instant::now() >= self.cutoff_at
-    }
-
-    /// After the inner stream answered `Pending`: arms the cut-off timer,
-    /// so a stream that waits past it is woken to fail.
-    fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
-        match self.cutoff.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(too_old())),
-            Poll::Pending => Poll::Pending,
+    /// Runs one operation on the inner stream unless the connection is
+    /// past its cut-off. When the operation has to wait, the cut-off timer
+    /// is armed, so a stream that waits past it is woken to fail.
+    fn limited<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        operation: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>>
+    where
+        S: Unpin,
+    {
+        if Instant::now() >= self.cutoff_at {
+            return Poll::Ready(Err(too_old()));
+        }
+        match operation(Pin::new(&mut self.inner), cx) {
+            Poll::Pending => match self.cutoff.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(too_old())),
+                Poll::Pending => Poll::Pending,
+            },
+            ready => ready,
         }
     }
 }
@@ -482,16 +492,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for AgeLimited<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.cut_off() {
-            return Poll::Ready(Err(too_old()));
-        }
-        if Instant::now() >= this.retire_at {
+        // Retired: end-of-file until the cut-off, an error after it.
+        let now = Instant::now();
+        if now >= this.retire_at && now < this.cutoff_at {
             return Poll::Ready(Ok(()));
         }
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Pending => this.wait(cx),
-            ready => ready,
-        }
+        this.limited(cx, |inner, cx| inner.poll_read(cx, buf))
     }
 }
 
@@ -501,14 +507,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AgeLimited<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.cut_off() {
-            return Poll::Ready(Err(too_old()));
-        }
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => this.wait(cx),
-            ready => ready,
-        }
+        self.get_mut()
+            .limited(cx, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -516,14 +516,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AgeLimited<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.cut_off() {
-            return Poll::Ready(Err(too_old()));
-        }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.wait(cx),
-            ready => ready,
-        }
+        self.get_mut()
+            .limited(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -531,14 +525,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AgeLimited<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.cut_off() {
-            return Poll::Ready(Err(too_old()));
-        }
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => this.wait(cx),
-            ready => ready,
-        }
+        self.get_mut().limited(cx, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
